@@ -1,0 +1,6 @@
+"""``python -m controller`` is the ``machinepool-controller`` command."""
+
+from controller.cli import main
+
+if __name__ == "__main__":
+    main()
