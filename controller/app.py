@@ -1,0 +1,123 @@
+"""The composition root of ``machinepool-controller run``.
+
+Builds the management-cluster client, checks the API server answers, assembles the manager
+with its controllers, and runs it until SIGTERM/SIGINT (handled in
+:mod:`controller.runtime.signals`, the one place for signals).
+
+Exit status: 0 after a clean shutdown; 1 when leadership was lost (the pod restarts and
+campaigns again, as controller-runtime does); start-up failures raise :class:`StartupError`
+with one line naming the cause (no kubeconfig, API server unreachable, a port in use).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import aiohttp
+import structlog
+from kubernetes_asyncio import client, config
+
+from controller.options import RunOptions, in_cluster_namespace
+from controller.runtime.kube import ApiError, KubeClient
+from controller.runtime.leaderelection import LeadershipLost
+from controller.runtime.manager import LeaderElectionOptions, Manager, ManagerOptions
+from controller.runtime.server import BindError
+from controller.runtime.signals import shutdown_on_signals
+
+_log = structlog.get_logger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The controller cannot start; the message is one line naming the cause."""
+
+
+async def load_configuration(*, kubeconfig: Path | None) -> client.Configuration:
+    """Client configuration from ``kubeconfig``, ``$KUBECONFIG``, or the pod's service account."""
+    cfg = client.Configuration()
+    path = kubeconfig or (Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None)
+    try:
+        if path is not None:
+            await config.load_kube_config(config_file=str(path), client_configuration=cfg)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            raise StartupError(
+                "no kubeconfig: pass --kubeconfig, set KUBECONFIG, or run inside a cluster"
+            )
+    except StartupError:
+        raise
+    except Exception as exc:
+        raise StartupError(f"cannot load kubeconfig {path or '(in-cluster)'}: {exc}") from exc
+    return cfg
+
+
+async def preflight(*, kube: KubeClient) -> str:
+    """GET /version; returns the server's gitVersion or raises :class:`StartupError`."""
+    try:
+        version = await kube.request(method="GET", path="/version")
+    except ApiError as exc:
+        if exc.status in (401, 403):
+            raise StartupError(
+                f"the API server at {kube.api.configuration.host} refused our credentials "
+                f"({exc.status} {exc.reason})"
+            ) from exc
+        raise StartupError(
+            f"the API server at {kube.api.configuration.host} answered {exc.status}: {exc.message}"
+        ) from exc
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise StartupError(
+            f"cannot reach the Kubernetes API server at {kube.api.configuration.host}: "
+            f"{exc.__class__.__name__}: {exc}"
+        ) from exc
+    return str(version.get("gitVersion", "unknown"))
+
+
+def manager_options(options: RunOptions) -> ManagerOptions:
+    election = None
+    if options.leader_elect:
+        namespace = options.leader_election_namespace or in_cluster_namespace()
+        if not namespace:
+            raise StartupError(
+                "--leader-elect needs --leader-election-namespace when not running in a pod"
+            )
+        election = LeaderElectionOptions(
+            namespace=namespace,
+            name=options.leader_election_id,
+            lease_duration=options.lease_duration,
+            renew_deadline=options.renew_deadline,
+            retry_period=options.retry_period,
+            release_on_cancel=options.leader_elect_release_on_cancel,
+        )
+    return ManagerOptions(
+        sync_period=options.sync_period,
+        graceful_shutdown_timeout=options.graceful_shutdown_timeout,
+        metrics_address=options.metrics_bind_address,
+        health_address=options.health_probe_bind_address,
+        leader_election=election,
+    )
+
+
+async def run_controller(options: RunOptions) -> int:
+    """Run the controller until a signal; see the module docstring for the exit status."""
+    cfg = await load_configuration(kubeconfig=options.kubeconfig)
+    async with shutdown_on_signals() as shutdown, client.ApiClient(configuration=cfg) as api:
+        kube = KubeClient(api=api)
+        version = await preflight(kube=kube)
+        manager = Manager(kube=kube, options=manager_options(options))
+        _log.info(
+            "starting",
+            server=cfg.host,
+            server_version=version,
+            namespace=options.namespace or "(all)",
+            leader_election=options.leader_elect,
+        )
+        try:
+            await manager.run(shutdown=shutdown.requested)
+        except LeadershipLost as exc:
+            _log.error("leader election lost, exiting", reason=str(exc))
+            return 1
+        except BindError as exc:
+            raise StartupError(str(exc)) from exc
+    _log.info("stopped")
+    return 0

@@ -1,0 +1,231 @@
+"""Command-line options of ``machinepool-controller run``, parsed and checked.
+
+Durations accept Go's notation as Kubernetes controllers do (``15s``, ``10m``, ``1h30m``,
+``500ms``) or plain seconds. Every check failure raises :class:`OptionError` with a message
+naming the flag, which the CLI prints as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.runtime.server import parse_bind_address
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class OptionError(ValueError):
+    """A flag has a value we cannot use."""
+
+
+def parse_duration(value: str) -> float:
+    """``"1h30m"`` → 5400.0; ``"2.5"`` → 2.5 seconds. Raises ValueError when malformed."""
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"{value!r} is not a duration (examples: 30s, 10m, 1h30m, 500ms)")
+    return total
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    kubeconfig: Path | None
+    namespace: str | None
+    concurrency: int
+    reconcile_timeout: float
+    sync_period: float
+    leader_elect: bool
+    leader_election_namespace: str | None
+    leader_election_id: str
+    lease_duration: float
+    renew_deadline: float
+    retry_period: float
+    leader_elect_release_on_cancel: bool
+    metrics_bind_address: str
+    health_probe_bind_address: str
+    graceful_shutdown_timeout: float
+    log_format: str
+    log_level: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+        options = cls(
+            kubeconfig=args.kubeconfig,
+            namespace=args.namespace or None,
+            concurrency=args.concurrency,
+            reconcile_timeout=args.reconcile_timeout,
+            sync_period=args.sync_period,
+            leader_elect=args.leader_elect,
+            leader_election_namespace=args.leader_election_namespace,
+            leader_election_id=args.leader_election_id,
+            lease_duration=args.leader_elect_lease_duration,
+            renew_deadline=args.leader_elect_renew_deadline,
+            retry_period=args.leader_elect_retry_period,
+            leader_elect_release_on_cancel=args.leader_elect_release_on_cancel,
+            metrics_bind_address=args.metrics_bind_address,
+            health_probe_bind_address=args.health_probe_bind_address,
+            graceful_shutdown_timeout=args.graceful_shutdown_timeout,
+            log_format=args.log_format,
+            log_level=args.log_level,
+        )
+        options.check()
+        return options
+
+    def check(self) -> None:
+        if self.concurrency < 1:
+            raise OptionError(f"--concurrency must be at least 1, got {self.concurrency}")
+        for flag, value in (
+            ("--reconcile-timeout", self.reconcile_timeout),
+            ("--sync-period", self.sync_period),
+            ("--graceful-shutdown-timeout", self.graceful_shutdown_timeout),
+        ):
+            if value <= 0:
+                raise OptionError(f"{flag} must be positive, got {value:g}s")
+        for flag, address in (
+            ("--metrics-bind-address", self.metrics_bind_address),
+            ("--health-probe-bind-address", self.health_probe_bind_address),
+        ):
+            try:
+                parse_bind_address(address)
+            except ValueError as exc:
+                raise OptionError(f"{flag}: {exc}") from None
+        if self.kubeconfig is not None and not self.kubeconfig.is_file():
+            raise OptionError(f"--kubeconfig {self.kubeconfig}: no such file")
+        if self.leader_elect:
+            if not _DNS1123.match(self.leader_election_id):
+                raise OptionError(
+                    f"--leader-election-id {self.leader_election_id!r} is not a valid Lease name"
+                )
+            if not (self.lease_duration > self.renew_deadline > 1.2 * self.retry_period > 0):
+                raise OptionError(
+                    "leader election timings must satisfy lease-duration > renew-deadline > "
+                    f"1.2 x retry-period > 0 (got {self.lease_duration:g}s, "
+                    f"{self.renew_deadline:g}s, {self.retry_period:g}s)"
+                )
+
+
+def in_cluster_namespace() -> str | None:
+    """The pod's namespace when running in a cluster (from the service account mount)."""
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return os.environ.get("POD_NAMESPACE") or None
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``run``, named as controller-runtime based controllers name them."""
+    add = parser.add_argument
+    add(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="kubeconfig of the management cluster (default: $KUBECONFIG, else in-cluster)",
+    )
+    add("--namespace", default="", help="only watch this namespace (default: all namespaces)")
+    add(
+        "--concurrency",
+        type=int,
+        default=10,
+        help="reconciles run in parallel per controller (default: 10)",
+    )
+    add(
+        "--reconcile-timeout",
+        type=_duration,
+        default=60.0,
+        help="cancel and retry a reconcile that runs longer than this (default: 1m)",
+    )
+    add(
+        "--sync-period",
+        type=_duration,
+        default=10 * 3600.0,
+        help="re-reconcile every object this often even without changes (default: 10h)",
+    )
+    add(
+        "--leader-elect",
+        action="store_true",
+        help="elect a leader on a Lease so only one replica reconciles",
+    )
+    add(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease (default: the pod's namespace)",
+    )
+    add(
+        "--leader-election-id",
+        default="machinepool-controller-leader-election",
+        help="name of the Lease (default: machinepool-controller-leader-election)",
+    )
+    add(
+        "--leader-elect-lease-duration",
+        type=_duration,
+        default=15.0,
+        help="how long standbys wait before taking over an unrenewed lease (default: 15s)",
+    )
+    add(
+        "--leader-elect-renew-deadline",
+        type=_duration,
+        default=10.0,
+        help="how long the leader retries renewing before giving up (default: 10s)",
+    )
+    add(
+        "--leader-elect-retry-period",
+        type=_duration,
+        default=2.0,
+        help="how often to try to acquire or renew the lease (default: 2s)",
+    )
+    add(
+        "--leader-elect-release-on-cancel",
+        action="store_true",
+        help="release the lease on clean shutdown so a standby takes over at once",
+    )
+    add(
+        "--metrics-bind-address",
+        default=":8080",
+        help="address for /metrics, or 0 to disable (default: :8080)",
+    )
+    add(
+        "--health-probe-bind-address",
+        default=":8081",
+        help="address for /healthz and /readyz, or 0 to disable (default: :8081)",
+    )
+    add(
+        "--graceful-shutdown-timeout",
+        type=_duration,
+        default=30.0,
+        help="how long in-flight reconciles may run after SIGTERM (default: 30s)",
+    )
+    add(
+        "--log-format",
+        choices=("json", "console"),
+        default="json",
+        help="log format (default: json)",
+    )
+    add(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="log level (default: info)",
+    )

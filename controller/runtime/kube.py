@@ -1,0 +1,404 @@
+"""A small typed client for the Kubernetes REST API, returning plain dicts.
+
+kubernetes_asyncio does authentication, TLS and kubeconfig loading; this module drives its
+:class:`~kubernetes_asyncio.client.ApiClient` at the path level so every kind (built-in or
+custom) is read and written the same way, without deserialising into generated models (dicts
+are faster and keep every field, including ones this version of the code does not know).
+
+Invariants:
+
+- Every request has a deadline (``request_timeout``); a watch has a connect deadline and the
+  caller enforces an inactivity timeout (see :mod:`controller.runtime.informer`).
+- Writes are patches (JSON merge patch, optionally with a resourceVersion precondition, or
+  server-side apply with a field manager) or creates; nothing here writes a whole object back.
+- Every response is counted in ``rest_client_requests_total{code,method,host}``.
+
+Failure: a non-2xx answer raises :class:`ApiError` carrying the HTTP status, the Status
+``reason`` and ``message``; transport failures surface as ``aiohttp.ClientError`` or
+``TimeoutError`` for the caller's retry policy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client import CollectorRegistry, Counter
+
+from controller.runtime.metrics import REGISTRY
+
+Obj = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """Where a kind lives in the REST API."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        subresource: str | None = None,
+    ) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{quote(name, safe='')}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+    def __str__(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+# Built-in kinds the runtime itself needs.
+NAMESPACES = Resource(
+    group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False
+)
+NODES = Resource(group="", version="v1", plural="nodes", kind="Node", namespaced=False)
+SECRETS = Resource(group="", version="v1", plural="secrets", kind="Secret")
+EVENTS = Resource(group="events.k8s.io", version="v1", plural="events", kind="Event")
+LEASES = Resource(group="coordination.k8s.io", version="v1", plural="leases", kind="Lease")
+PODS = Resource(group="", version="v1", plural="pods", kind="Pod")
+
+
+class ApiError(Exception):
+    """The API server answered with a non-2xx status."""
+
+    def __init__(self, *, status: int, reason: str, message: str, body: Obj | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body or {}
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+    @property
+    def retryable(self) -> bool:
+        """Throttling and server-side trouble: worth retrying with backoff."""
+        return self.status in (429, 500, 502, 503, 504)
+
+    @classmethod
+    def from_status(cls, *, status: int, text: str) -> ApiError:
+        body: Obj | None = None
+        reason, message = "", text[:500]
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            body = parsed
+            reason = str(parsed.get("reason", ""))
+            message = str(parsed.get("message", message))
+        return cls(status=status, reason=reason or "Unknown", message=message, body=body)
+
+
+class RestMetrics:
+    """``rest_client_requests_total`` as client-go/controller-runtime export it."""
+
+    def __init__(self, *, registry: CollectorRegistry = REGISTRY) -> None:
+        self.requests = Counter(
+            "rest_client_requests_total",
+            "Number of HTTP requests, partitioned by status code, method, and host.",
+            ["code", "method", "host"],
+            registry=registry,
+        )
+
+
+_default_metrics: RestMetrics | None = None
+
+
+def default_rest_metrics() -> RestMetrics:
+    global _default_metrics
+    if _default_metrics is None:
+        _default_metrics = RestMetrics()
+    return _default_metrics
+
+
+class KubeClient:
+    """Path-level Kubernetes API calls on a kubernetes_asyncio ApiClient (which the caller owns)."""
+
+    def __init__(
+        self,
+        *,
+        api: client.ApiClient,
+        field_manager: str = "machinepool-controller",
+        request_timeout: float = 30.0,
+        metrics: RestMetrics | None = None,
+    ) -> None:
+        self.api = api
+        self.field_manager = field_manager
+        self.request_timeout = request_timeout
+        self._metrics = metrics or default_rest_metrics()
+        self._host = urlsplit(api.configuration.host).netloc
+
+    # ------------------------------------------------------------------ core
+
+    async def _send(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: Mapping[str, str | int | bool] | None = None,
+        body: object = None,
+        content_type: str = "application/json",
+        request_timeout: aiohttp.ClientTimeout | float | None = None,
+    ) -> aiohttp.ClientResponse:
+        params = [(k, _q(v)) for k, v in (query or {}).items()]
+        try:
+            resp: aiohttp.ClientResponse = await self.api.call_api(
+                path,
+                method,
+                query_params=params,
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=(
+                    request_timeout if request_timeout is not None else self.request_timeout
+                ),
+            )
+        except ApiException as exc:  # pragma: no cover - only raised with _preload_content=True
+            raise ApiError(
+                status=exc.status or 0, reason=str(exc.reason), message=str(exc.body)
+            ) from exc
+        self._metrics.requests.labels(str(resp.status), method, self._host).inc()
+        if resp.status >= 400:
+            try:
+                text = await resp.text()
+            finally:
+                resp.release()
+            raise ApiError.from_status(status=resp.status, text=text)
+        return resp
+
+    async def request(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: Mapping[str, str | int | bool] | None = None,
+        body: object = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        resp = await self._send(
+            method=method, path=path, query=query, body=body, content_type=content_type
+        )
+        try:
+            data = await resp.read()
+        finally:
+            resp.release()
+        if not data:
+            return {}
+        parsed = json.loads(data)
+        return parsed if isinstance(parsed, dict) else {"items": parsed}
+
+    # ------------------------------------------------------------- verbs
+
+    async def get(self, resource: Resource, *, name: str, namespace: str | None = None) -> Obj:
+        return await self.request(method="GET", path=resource.path(namespace=namespace, name=name))
+
+    async def list(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> Obj:
+        query: dict[str, str | int | bool] = {}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        if resource_version is not None:
+            query["resourceVersion"] = resource_version
+        if limit:
+            query["limit"] = limit
+        if continue_token:
+            query["continue"] = continue_token
+        return await self.request(
+            method="GET", path=resource.path(namespace=namespace), query=query
+        )
+
+    async def create(self, resource: Resource, *, body: Obj, namespace: str | None = None) -> Obj:
+        return await self.request(
+            method="POST",
+            path=resource.path(namespace=namespace),
+            body=body,
+            query={"fieldManager": self.field_manager},
+        )
+
+    async def merge_patch(
+        self,
+        resource: Resource,
+        *,
+        name: str,
+        patch: Obj,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        resource_version: str | None = None,
+    ) -> Obj:
+        """JSON merge patch; with ``resource_version`` it fails with 409 if the object moved on."""
+        if resource_version is not None:
+            patch = {
+                **patch,
+                "metadata": {**patch.get("metadata", {}), "resourceVersion": resource_version},
+            }
+        return await self.request(
+            method="PATCH",
+            path=resource.path(namespace=namespace, name=name, subresource=subresource),
+            body=patch,
+            content_type=MERGE_PATCH,
+            query={"fieldManager": self.field_manager},
+        )
+
+    async def json_patch(
+        self,
+        resource: Resource,
+        *,
+        name: str,
+        ops: Sequence[Obj],
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> Obj:
+        return await self.request(
+            method="PATCH",
+            path=resource.path(namespace=namespace, name=name, subresource=subresource),
+            body=list(ops),
+            content_type=JSON_PATCH,
+            query={"fieldManager": self.field_manager},
+        )
+
+    async def apply(
+        self,
+        resource: Resource,
+        *,
+        name: str,
+        body: Obj,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        force: bool = True,
+    ) -> Obj:
+        """Server-side apply of ``body`` (apiVersion/kind/metadata.name included) as our manager."""
+        return await self.request(
+            method="PATCH",
+            path=resource.path(namespace=namespace, name=name, subresource=subresource),
+            body=body,
+            content_type=APPLY_PATCH,
+            query={"fieldManager": self.field_manager, "force": force},
+        )
+
+    async def delete(
+        self,
+        resource: Resource,
+        *,
+        name: str,
+        namespace: str | None = None,
+        uid: str | None = None,
+        propagation: Literal["Foreground", "Background", "Orphan"] | None = None,
+    ) -> Obj:
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        if propagation:
+            body["propagationPolicy"] = propagation
+        return await self.request(
+            method="DELETE", path=resource.path(namespace=namespace, name=name), body=body
+        )
+
+    async def watch(
+        self,
+        resource: Resource,
+        *,
+        resource_version: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+        connect_timeout: float = 30.0,
+    ) -> AsyncGenerator[Obj, None]:
+        """Raw watch events (``{"type", "object"}``) until the server ends the stream.
+
+        Lines are split here rather than by aiohttp's readline, which refuses lines longer
+        than its buffer (a large object is one long line). The caller owns the inactivity
+        timeout: each ``__anext__`` may wait as long as the server stays silent.
+        """
+        query: dict[str, str | int | bool] = {
+            "watch": True,
+            "allowWatchBookmarks": True,
+            "resourceVersion": resource_version,
+            "timeoutSeconds": timeout_seconds,
+        }
+        if label_selector:
+            query["labelSelector"] = label_selector
+        resp = await self._send(
+            method="GET",
+            path=resource.path(namespace=namespace),
+            query=query,
+            request_timeout=aiohttp.ClientTimeout(
+                total=None, connect=connect_timeout, sock_connect=connect_timeout
+            ),
+        )
+        buffer = b""
+        try:
+            async for chunk in resp.content.iter_any():
+                buffer += chunk
+                while True:
+                    newline = buffer.find(b"\n")
+                    if newline < 0:
+                        break
+                    line, buffer = buffer[:newline], buffer[newline + 1 :]
+                    if line.strip():
+                        event = json.loads(line)
+                        if isinstance(event, dict):
+                            yield event
+            if buffer.strip():
+                event = json.loads(buffer)
+                if isinstance(event, dict):
+                    yield event
+        finally:
+            resp.release()
+            resp.close()
+
+
+def _q(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,1 @@
+"""Clients and Node informers for workload clusters, reached through ``<cluster>-kubeconfig``."""
