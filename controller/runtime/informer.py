@@ -38,7 +38,7 @@ from typing import Any, Literal
 import aiohttp
 import structlog
 
-from controller.runtime.kube import ApiError, KubeClient, Resource
+from controller.runtime.kube import ApiError, KubeClient, ResourceLike, resource_name
 from controller.runtime.store import Obj, Store, object_key, strip_managed_fields
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "SYNC"]
@@ -73,7 +73,7 @@ class Informer:
         self,
         *,
         kube: KubeClient,
-        resource: Resource,
+        resource: ResourceLike,
         namespace: str | None = None,
         label_selector: str | None = None,
         resync_period: float | None = None,
@@ -100,7 +100,7 @@ class Informer:
         #: Counters for tests and diagnostics.
         self.lists = 0
         self.watches = 0
-        self._log = _log.bind(resource=str(resource), namespace=namespace or "")
+        self._log = _log.bind(resource=resource_name(resource), namespace=namespace or "")
 
     # ------------------------------------------------------------ public API
 
@@ -119,7 +119,7 @@ class Informer:
     async def run(self) -> None:
         """List and watch until cancelled."""
         resync = (
-            asyncio.create_task(self._resync_loop(), name=f"resync {self.resource}")
+            asyncio.create_task(self._resync_loop(), name=f"resync {resource_name(self.resource)}")
             if self._resync_period
             else None
         )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -40,9 +40,54 @@ JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
 
+class ResourceLike(Protocol):
+    """Anything that says where a kind lives in the REST API (a :class:`Resource`, or the
+    API package's kind descriptors)."""
+
+    @property
+    def group(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def plural(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def namespaced(self) -> bool: ...
+    @property
+    def api_version(self) -> str: ...
+
+
+def resource_path(
+    resource: ResourceLike,
+    *,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """The URL path of a collection, an object or an object's subresource."""
+    if resource.group:
+        base = f"/apis/{resource.group}/{resource.version}"
+    else:
+        base = f"/api/{resource.version}"
+    if resource.namespaced and namespace:
+        base += f"/namespaces/{quote(namespace, safe='')}"
+    base += f"/{resource.plural}"
+    if name is not None:
+        base += f"/{quote(name, safe='')}"
+        if subresource:
+            base += f"/{subresource}"
+    return base
+
+
+def resource_name(resource: ResourceLike) -> str:
+    """``plural.group`` (``plural`` for the core group), as kubectl names resources."""
+    return f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+
+
 @dataclass(frozen=True, slots=True)
 class Resource:
-    """Where a kind lives in the REST API."""
+    """Where a built-in kind lives in the REST API."""
 
     group: str
     version: str
@@ -72,7 +117,7 @@ class Resource:
         return base
 
     def __str__(self) -> str:
-        return f"{self.plural}.{self.group}" if self.group else self.plural
+        return resource_name(self)
 
 
 # Built-in kinds the runtime itself needs.
@@ -229,12 +274,14 @@ class KubeClient:
 
     # ------------------------------------------------------------- verbs
 
-    async def get(self, resource: Resource, *, name: str, namespace: str | None = None) -> Obj:
-        return await self.request(method="GET", path=resource.path(namespace=namespace, name=name))
+    async def get(self, resource: ResourceLike, *, name: str, namespace: str | None = None) -> Obj:
+        return await self.request(
+            method="GET", path=resource_path(resource, namespace=namespace, name=name)
+        )
 
     async def list(
         self,
-        resource: Resource,
+        resource: ResourceLike,
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
@@ -255,20 +302,22 @@ class KubeClient:
         if continue_token:
             query["continue"] = continue_token
         return await self.request(
-            method="GET", path=resource.path(namespace=namespace), query=query
+            method="GET", path=resource_path(resource, namespace=namespace), query=query
         )
 
-    async def create(self, resource: Resource, *, body: Obj, namespace: str | None = None) -> Obj:
+    async def create(
+        self, resource: ResourceLike, *, body: Obj, namespace: str | None = None
+    ) -> Obj:
         return await self.request(
             method="POST",
-            path=resource.path(namespace=namespace),
+            path=resource_path(resource, namespace=namespace),
             body=body,
             query={"fieldManager": self.field_manager},
         )
 
     async def merge_patch(
         self,
-        resource: Resource,
+        resource: ResourceLike,
         *,
         name: str,
         patch: Obj,
@@ -284,7 +333,7 @@ class KubeClient:
             }
         return await self.request(
             method="PATCH",
-            path=resource.path(namespace=namespace, name=name, subresource=subresource),
+            path=resource_path(resource, namespace=namespace, name=name, subresource=subresource),
             body=patch,
             content_type=MERGE_PATCH,
             query={"fieldManager": self.field_manager},
@@ -292,7 +341,7 @@ class KubeClient:
 
     async def json_patch(
         self,
-        resource: Resource,
+        resource: ResourceLike,
         *,
         name: str,
         ops: Sequence[Obj],
@@ -301,7 +350,7 @@ class KubeClient:
     ) -> Obj:
         return await self.request(
             method="PATCH",
-            path=resource.path(namespace=namespace, name=name, subresource=subresource),
+            path=resource_path(resource, namespace=namespace, name=name, subresource=subresource),
             body=list(ops),
             content_type=JSON_PATCH,
             query={"fieldManager": self.field_manager},
@@ -309,7 +358,7 @@ class KubeClient:
 
     async def apply(
         self,
-        resource: Resource,
+        resource: ResourceLike,
         *,
         name: str,
         body: Obj,
@@ -320,7 +369,7 @@ class KubeClient:
         """Server-side apply of ``body`` (apiVersion/kind/metadata.name included) as our manager."""
         return await self.request(
             method="PATCH",
-            path=resource.path(namespace=namespace, name=name, subresource=subresource),
+            path=resource_path(resource, namespace=namespace, name=name, subresource=subresource),
             body=body,
             content_type=APPLY_PATCH,
             query={"fieldManager": self.field_manager, "force": force},
@@ -328,7 +377,7 @@ class KubeClient:
 
     async def delete(
         self,
-        resource: Resource,
+        resource: ResourceLike,
         *,
         name: str,
         namespace: str | None = None,
@@ -341,12 +390,12 @@ class KubeClient:
         if propagation:
             body["propagationPolicy"] = propagation
         return await self.request(
-            method="DELETE", path=resource.path(namespace=namespace, name=name), body=body
+            method="DELETE", path=resource_path(resource, namespace=namespace, name=name), body=body
         )
 
     async def watch(
         self,
-        resource: Resource,
+        resource: ResourceLike,
         *,
         resource_version: str,
         namespace: str | None = None,
@@ -370,7 +419,7 @@ class KubeClient:
             query["labelSelector"] = label_selector
         resp = await self._send(
             method="GET",
-            path=resource.path(namespace=namespace),
+            path=resource_path(resource, namespace=namespace),
             query=query,
             request_timeout=aiohttp.ClientTimeout(
                 total=None, connect=connect_timeout, sock_connect=connect_timeout

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.runtime.controller import Controller
 from controller.runtime.informer import Informer
-from controller.runtime.kube import KubeClient, Resource
+from controller.runtime.kube import KubeClient, ResourceLike, resource_name
 from controller.runtime.leaderelection import LeaderElector
 from controller.runtime.metrics import REGISTRY
 from controller.runtime.server import ProbeServer
@@ -70,7 +70,7 @@ class Manager:
         self.kube = kube
         self.options = options or ManagerOptions()
         self.registry = registry
-        self._informers: dict[tuple[Resource, str | None, str | None], Informer] = {}
+        self._informers: dict[tuple[ResourceLike, str | None, str | None], Informer] = {}
         self._controllers: list[Controller] = []
         self.probes = ProbeServer(
             metrics_address=self.options.metrics_address,
@@ -93,12 +93,13 @@ class Manager:
             )
         #: Set once the controllers have started (we lead, or no election).
         self.controllers_started = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     # ------------------------------------------------------------- assembly
 
     def informer(
         self,
-        resource: Resource,
+        resource: ResourceLike,
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
@@ -127,7 +128,7 @@ class Manager:
 
     def caches_synced(self) -> str | None:
         """Readiness check: None once every informer has synced."""
-        waiting = [str(k[0]) for k, i in self._informers.items() if not i.synced]
+        waiting = [resource_name(k[0]) for k, i in self._informers.items() if not i.synced]
         return f"informers not synced: {', '.join(sorted(waiting))}" if waiting else None
 
     # ------------------------------------------------------------- running
@@ -140,7 +141,7 @@ class Manager:
             if self.elector is not None:
                 probes.healthz.add(name="leaderElection", check=self.elector.check)
             informer_tasks = [
-                asyncio.create_task(i.run(), name=f"informer {k[0]}")
+                asyncio.create_task(i.run(), name=f"informer {resource_name(k[0])}")
                 for k, i in self._informers.items()
             ]
             try:
@@ -164,6 +165,7 @@ class Manager:
                 main.result()  # LeadershipLost or a bug: propagate
                 return
             _log.info("shutting down", grace=self.options.graceful_shutdown_timeout)
+            self._stopping.set()
             if not self.controllers_started.is_set():
                 return  # nothing in flight: still waiting for the Lease or for caches
             await self._stop_controllers()
@@ -180,11 +182,17 @@ class Manager:
                 await main
 
     async def _lead(self) -> None:
-        """Start the controllers once caches are synced; return when they have stopped."""
+        """Start the controllers once caches are synced; return once shutdown has stopped them.
+
+        Leading lasts until shutdown, even with no controllers or when they all return, so a
+        leader never gives up its Lease (and a standby never takes over) while this process
+        is still running normally.
+        """
         await asyncio.gather(*(i.wait_for_sync() for i in self._informers.values()))
         _log.info("caches synced, starting controllers", controllers=len(self._controllers))
         self.controllers_started.set()
         await asyncio.gather(*(c.run() for c in self._controllers))
+        await self._stopping.wait()
 
     async def _stop_controllers(self) -> None:
         grace = self.options.graceful_shutdown_timeout

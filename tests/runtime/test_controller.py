@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -115,7 +116,7 @@ async def test_errors_back_off_exponentially_then_success_resets() -> None:
         ctrl.enqueue("a")
         await rec.wait_calls(5)
         times = [t for _, t in rec.calls]
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert gaps == pytest.approx([0.005, 0.01, 0.02, 0.04], abs=0.002)
         assert ctrl.queue.num_requeues("a") == 0
     assert _value(reg, "controller_runtime_reconcile_errors_total", controller="test") == 4

@@ -1,0 +1,213 @@
+"""The command line as people use it: real subprocesses, real signals, real kubectl."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from controller.testing import ControlPlane
+from controller.testing.ports import free_port
+from controller.testing.waiting import until
+
+CLI = [sys.executable, "-m", "controller"]
+
+
+async def _spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+
+
+@contextlib.asynccontextmanager
+async def spawned(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await _spawn(*args, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+async def _run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
+    async with spawned(*args, env=env) as proc:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+
+async def test_bad_flag_is_one_line_and_exit_2() -> None:
+    code, _, err = await _run("run", "--concurrency", "0", env={"KUBECONFIG": ""})
+    assert code == 2
+    assert err.strip() == "machinepool-controller: error: --concurrency must be at least 1, got 0"
+    code, _, err = await _run("run", "--sync-period", "soon")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "'soon' is not a duration" in err
+
+
+async def test_unreachable_api_server_is_one_line_and_exit_1(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    config = control_plane.kubeconfig()
+    port = free_port()
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    code, _, err = await _run("run", "--kubeconfig", str(path), "--metrics-bind-address", "0",
+                              "--health-probe-bind-address", "0")  # fmt: skip
+    assert code == 1
+    lines = [ln for ln in err.strip().splitlines() if "error:" in ln]
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"machinepool-controller: error: cannot reach the Kubernetes API server at "
+        f"https://127.0.0.1:{port}"
+    )
+
+
+async def _metrics(port: int) -> str:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        return await resp.text()
+
+
+async def _leader_status(port: int) -> float | None:
+    try:
+        text = await _metrics(port)
+    except aiohttp.ClientError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("leader_election_master_status{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_two_replicas_elect_one_leader_and_hand_over_when_it_dies(
+    kubeconfig_path: str, namespace: str
+) -> None:
+    ports = [(free_port(), free_port()) for _ in range(2)]
+
+    def args(i: int) -> list[str]:
+        metrics, health = ports[i]
+        return [
+            "run", "--kubeconfig", kubeconfig_path, "--leader-elect",
+            "--leader-election-namespace", namespace,
+            "--leader-elect-lease-duration", "3s", "--leader-elect-renew-deadline", "2s",
+            "--leader-elect-retry-period", "500ms",
+            "--metrics-bind-address", f"127.0.0.1:{metrics}",
+            "--health-probe-bind-address", f"127.0.0.1:{health}",
+        ]  # fmt: skip
+
+    async with spawned(*args(0)) as first, spawned(*args(1)) as second:
+        procs = [first, second]
+        statuses: list[float | None] = [None, None]
+
+        async def sample() -> bool:
+            for i in range(2):
+                statuses[i] = await _leader_status(ports[i][0])
+            assert statuses != [1.0, 1.0], "two leaders at once"
+            return sorted(s or 0.0 for s in statuses) == [0.0, 1.0] and None not in statuses
+
+        await until(sample, timeout=30, what="one leader and one standby")
+        leader = statuses.index(1.0)
+        standby = 1 - leader
+        os.killpg(procs[leader].pid, signal.SIGKILL)
+        await procs[leader].wait()
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time()
+
+        async def took_over() -> bool:
+            return await _leader_status(ports[standby][0]) == 1.0
+
+        await until(took_over, timeout=15, interval=0.1, what="the standby to take over")
+        handover = loop.time() - killed_at
+        assert handover < 3 + 1.5  # lease duration + retry jitter and a scrape interval
+
+
+async def test_sigterm_exits_cleanly_and_a_second_signal_at_once(kubeconfig_path: str) -> None:
+    metrics, health = free_port(), free_port()
+    async with spawned(
+        "run", "--kubeconfig", kubeconfig_path,
+        "--metrics-bind-address", f"127.0.0.1:{metrics}",
+        "--health-probe-bind-address", f"127.0.0.1:{health}",
+    ) as proc:  # fmt: skip
+
+        async def ready() -> bool:
+            try:
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.get(f"http://127.0.0.1:{health}/readyz") as resp,
+                ):
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await until(ready, timeout=30, what="readyz")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+@pytest.mark.usefixtures("control_plane")
+async def test_local_cluster_serves_kubectl_until_sigterm(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "local.kubeconfig"
+    async with spawned("local-cluster", "--kubeconfig-out", str(kubeconfig)) as proc:
+        assert proc.stderr is not None
+        async with asyncio.timeout(60):
+            while b"control plane ready" not in (line := await proc.stderr.readline()):
+                assert line, "local-cluster exited before it was ready"
+        kubectl = Path(sys.executable).parent / "kubectl"
+        out = await asyncio.create_subprocess_exec(
+            str(kubectl), "get", "crds", "-o", "name",
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, _ = await out.communicate()
+        assert out.returncode == 0
+        assert "customresourcedefinition.apiextensions.k8s.io/machinepools.cluster.x-k8s.io" in (
+            stdout.decode()
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert not kubeconfig.exists()
+
+
+async def test_crds_prints_every_generated_crd() -> None:
+    code, out, _ = await _run("crds")
+    assert code == 0
+    names = {doc["metadata"]["name"] for doc in yaml.safe_load_all(out) if doc}
+    assert {
+        "machinepools.cluster.x-k8s.io",
+        "machines.cluster.x-k8s.io",
+        "clusters.cluster.x-k8s.io",
+        "inmemorymachinepools.infrastructure.cluster.x-k8s.io",
+        "inmemorymachines.infrastructure.cluster.x-k8s.io",
+    } <= names
+
+
+@pytest.mark.usefixtures("control_plane")
+async def test_demo_exits_zero() -> None:
+    code, out, err = await _run("demo", timeout=120)
+    assert code == 0, err
+    assert "MachinePool" in out
+    assert "demo finished" in out
