@@ -105,7 +105,6 @@ async def test_requeue_after_comes_back_after_the_delay() -> None:
     )
 
 
-@pytest.mark.looptime(False)
 async def test_errors_back_off_exponentially_then_success_resets() -> None:
     async def flaky(key: str, n: int) -> Result:
         if n <= 4:

@@ -133,13 +133,16 @@ class DelayingQueue(WorkQueue[K]):
         await self._clock.sleep(ready_at - self._clock.now())
         self._timer, self._timer_at = None, math.inf
         try:
-            self._fire()
+            # The timer was set for ``ready_at``: whatever was due then is due now, even when
+            # the clock reads a hair earlier (float rounding, a coarse virtual clock). Judging
+            # by ``now()`` alone could re-arm a zero-length timer forever.
+            self._fire(due=max(ready_at, self._clock.now()))
         except Exception:
             _log.exception("work queue timer failed to add a due key", queue=self._name)
             self._arm()
 
-    def _fire(self) -> None:
-        now = self._clock.now()
+    def _fire(self, *, due: float | None = None) -> None:
+        now = self._clock.now() if due is None else due
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, seq, key = heapq.heappop(heap)
