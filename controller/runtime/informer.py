@@ -276,7 +276,7 @@ class Informer:
             try:
                 handler(event)
             except Exception:
-                self._log.exception("event handler failed", event=event.type, key=event.key)
+                self._log.exception("event handler failed", event_type=event.type, key=event.key)
 
     async def _resync_loop(self) -> None:
         assert self._resync_period is not None

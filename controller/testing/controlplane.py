@@ -366,8 +366,8 @@ class ControlPlane:
             cfg.cert_file = self._pki_paths["admin.crt"]
             cfg.key_file = self._pki_paths["admin.key"]
         else:
-            cfg.api_key = {"authorization": token}
-            cfg.api_key_prefix = {"authorization": "Bearer"}
+            cfg.api_key = {"BearerToken": token}
+            cfg.api_key_prefix = {"BearerToken": "Bearer"}
         return cfg
 
     @contextlib.asynccontextmanager
