@@ -18,7 +18,10 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client, config
 
+from controller.api.kinds import IN_MEMORY_MACHINE_POOL
+from controller.machinepool.setup import setup_machinepool_controller
 from controller.options import RunOptions, in_cluster_namespace
+from controller.runtime.events import EventRecorder
 from controller.runtime.kube import ApiError, KubeClient
 from controller.runtime.leaderelection import LeadershipLost
 from controller.runtime.manager import LeaderElectionOptions, Manager, ManagerOptions
@@ -105,6 +108,17 @@ async def run_controller(options: RunOptions) -> int:
         kube = KubeClient(api=api)
         version = await preflight(kube=kube)
         manager = Manager(kube=kube, options=manager_options(options))
+        recorder = EventRecorder(kube=kube)
+        if "machinepool" in options.controllers:
+            setup_machinepool_controller(
+                manager=manager,
+                namespace=options.namespace,
+                infra_kinds=[IN_MEMORY_MACHINE_POOL],
+                recorder=recorder,
+                concurrency=options.concurrency,
+                reconcile_timeout=options.reconcile_timeout,
+                registry=manager.registry,
+            )
         _log.info(
             "starting",
             server=cfg.host,
@@ -113,7 +127,8 @@ async def run_controller(options: RunOptions) -> int:
             leader_election=options.leader_elect,
         )
         try:
-            await manager.run(shutdown=shutdown.requested)
+            async with recorder:
+                await manager.run(shutdown=shutdown.requested)
         except LeadershipLost as exc:
             _log.error("leader election lost, exiting", reason=str(exc))
             return 1

@@ -20,6 +20,11 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
+#: The reconcilers ``--controllers`` can select (the infrastructure half comes with the
+#: provider reconciler).
+CONTROLLERS = ("machinepool",)
+
+
 class OptionError(ValueError):
     """A flag has a value we cannot use."""
 
@@ -68,6 +73,7 @@ class RunOptions:
     graceful_shutdown_timeout: float
     log_format: str
     log_level: str
+    controllers: tuple[str, ...] = ("machinepool",)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -89,11 +95,18 @@ class RunOptions:
             graceful_shutdown_timeout=args.graceful_shutdown_timeout,
             log_format=args.log_format,
             log_level=args.log_level,
+            controllers=tuple(c.strip() for c in args.controllers.split(",") if c.strip()),
         )
         options.check()
         return options
 
     def check(self) -> None:
+        unknown = sorted(set(self.controllers) - set(CONTROLLERS))
+        if unknown or not self.controllers:
+            raise OptionError(
+                f"--controllers: unknown {', '.join(unknown) or '(none given)'}; "
+                f"choose from {', '.join(CONTROLLERS)}"
+            )
         if self.concurrency < 1:
             raise OptionError(f"--concurrency must be at least 1, got {self.concurrency}")
         for flag, value in (

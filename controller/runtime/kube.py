@@ -308,6 +308,8 @@ class KubeClient:
     async def create(
         self, resource: ResourceLike, *, body: Obj, namespace: str | None = None
     ) -> Obj:
+        """Create ``body`` (``apiVersion`` and ``kind`` default to ``resource``'s)."""
+        body = {"apiVersion": resource.api_version, "kind": resource.kind, **body}
         return await self.request(
             method="POST",
             path=resource_path(resource, namespace=namespace),

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -72,6 +74,7 @@ class Manager:
         self.registry = registry
         self._informers: dict[tuple[ResourceLike, str | None, str | None], Informer] = {}
         self._controllers: list[Controller] = []
+        self._runnables: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self.probes = ProbeServer(
             metrics_address=self.options.metrics_address,
             health_address=self.options.health_address,
@@ -122,6 +125,10 @@ class Manager:
     def add_controller(self, controller: Controller) -> None:
         self._controllers.append(controller)
 
+    def add_runnable(self, *, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``run()`` beside the informers (leader or not) until the manager stops."""
+        self._runnables.append((name, run))
+
     @property
     def controllers(self) -> list[Controller]:
         return list(self._controllers)
@@ -143,7 +150,7 @@ class Manager:
             informer_tasks = [
                 asyncio.create_task(i.run(), name=f"informer {resource_name(k[0])}")
                 for k, i in self._informers.items()
-            ]
+            ] + [asyncio.create_task(run(), name=name) for name, run in self._runnables]
             try:
                 await self._run_until_shutdown(shutdown=shutdown)
             finally:

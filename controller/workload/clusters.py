@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -99,7 +98,6 @@ class WorkloadClusters:
         self._clusters: dict[ClusterKey, WorkloadCluster] = {}
         self._errors: dict[ClusterKey, str] = {}
         self._pending: asyncio.Queue[tuple[ClusterKey, Obj | None]] = asyncio.Queue()
-        self._tmp = tempfile.TemporaryDirectory(prefix="mpc-kubeconfigs-")
 
     # ------------------------------------------------------------- queries
 
@@ -147,7 +145,6 @@ class WorkloadClusters:
     async def aclose(self) -> None:
         for key in list(self._clusters):
             await self._stop(key)
-        self._tmp.cleanup()
 
     # ------------------------------------------------------------- lifecycle
 
@@ -202,6 +199,9 @@ class WorkloadClusters:
         if not isinstance(config, dict):
             raise ValueError("'value' is not a kubeconfig")
         cfg = client.Configuration()
-        loader = KubeConfigLoader(config_dict=config, temp_file_path=self._tmp.name)
+        # kubernetes_asyncio writes embedded certificates to temp files it caches by content
+        # for the life of the process (and removes at exit); a private directory removed
+        # earlier would leave that cache pointing at deleted files.
+        loader = KubeConfigLoader(config_dict=config)
         await loader.load_and_set(cfg)
         return cfg

@@ -1,0 +1,101 @@
+"""Bootstrap: is the pool's bootstrap data ready, and where is it?
+
+Either ``template.spec.bootstrap.dataSecretName`` names a Secret the user provides (ready as
+soon as that Secret exists), or ``configRef`` points at a bootstrap config (e.g. a
+KubeadmConfig) that publishes ``status.dataSecretName`` once its data is created
+(``status.initialization.dataSecretCreated`` in the v1beta2 contract, ``status.ready`` in
+v1beta1).
+
+Writes ``status.initialization.bootstrapDataSecretCreated`` and the ``BootstrapConfigReady``
+condition (v1beta2) / ``BootstrapReady`` (v1beta1). A missing config or Secret is a
+condition with a reason and a Warning Event, cleared when the object appears (its watch
+event, or the Secret's, re-queues the pool).
+"""
+
+from __future__ import annotations
+
+from controller.machinepool.conditions import Cond
+from controller.machinepool.external import ExternalObjects
+from controller.machinepool.scope import PoolScope
+from controller.runtime.discovery import UnknownKindError
+from controller.runtime.informer import Informer
+
+
+async def reconcile_bootstrap(
+    *, scope: PoolScope, external: ExternalObjects, secrets: Informer | None
+) -> bool:
+    """Returns True when bootstrap data is ready."""
+    bootstrap = scope.pool.spec.template.spec.bootstrap
+    init = scope.status.setdefault("initialization", {})
+    if bootstrap.config_ref is not None:
+        ref = bootstrap.config_ref
+        try:
+            config = await external.get(namespace=scope.namespace, ref=ref)
+        except UnknownKindError as exc:
+            return _not_ready(scope, reason="InvalidConfigRef", message=str(exc), warn=True)
+        if config is None:
+            return _not_ready(
+                scope,
+                reason="BootstrapConfigNotFound",
+                message=f"{ref.kind} {scope.namespace}/{ref.name} not found",
+                warn=True,
+            )
+        await external.ensure_owned(
+            obj=config, owner=scope.obj, cluster_name=scope.pool.spec.cluster_name, ref=ref
+        )
+        status = config.get("status") or {}
+        created = bool((status.get("initialization") or {}).get("dataSecretCreated")) or bool(
+            status.get("ready")
+        )
+        secret_name = status.get("dataSecretName")
+        if not created or not secret_name:
+            init["bootstrapDataSecretCreated"] = False
+            return _not_ready(
+                scope,
+                reason="WaitingForDataSecret",
+                message=f"waiting for {ref.kind} {ref.name} to create the bootstrap data",
+                warn=False,
+            )
+        template_spec = scope.spec_patch.setdefault("template", {}).setdefault("spec", {})
+        if bootstrap.data_secret_name != secret_name:
+            template_spec.setdefault("bootstrap", {})["dataSecretName"] = secret_name
+    elif bootstrap.data_secret_name:
+        key = f"{scope.namespace}/{bootstrap.data_secret_name}"
+        if secrets is not None and secrets.synced and key not in secrets.store:
+            init["bootstrapDataSecretCreated"] = False
+            return _not_ready(
+                scope,
+                reason="BootstrapSecretNotFound",
+                message=f"bootstrap data Secret {key} not found",
+                warn=True,
+            )
+    else:
+        return _not_ready(
+            scope,
+            reason="InvalidConfiguration",
+            message="spec.template.spec.bootstrap needs configRef or dataSecretName",
+            warn=True,
+        )
+    init["bootstrapDataSecretCreated"] = True
+    scope.condition(Cond(type="BootstrapConfigReady", status="True", reason="Ready"))
+    scope.v1beta1_condition(Cond(type="BootstrapReady", status="True", reason=""))
+    return True
+
+
+def _not_ready(scope: PoolScope, *, reason: str, message: str, warn: bool) -> bool:
+    scope.status.setdefault("initialization", {})["bootstrapDataSecretCreated"] = False
+    scope.condition(
+        Cond(type="BootstrapConfigReady", status="False", reason=reason, message=message)
+    )
+    scope.v1beta1_condition(
+        Cond(
+            type="BootstrapReady",
+            status="False",
+            reason=reason,
+            message=message,
+            severity="Warning" if warn else "Info",
+        )
+    )
+    if warn:
+        scope.event("Warning", reason, message)
+    return False

@@ -1,0 +1,89 @@
+"""Deletion: remove what the pool owns, then let the MachinePool go.
+
+Order, as Cluster API: delete the bootstrap config (if any) and the infrastructure pool, and
+wait until both are gone (the provider tears down the cloud group meanwhile; their deletion
+events re-queue the pool). Then delete the workload Nodes the pool referenced, unless
+``template.spec.deletion.nodeDeletionTimeoutSeconds`` (default 10) has passed since the
+deletion began, so an unreachable workload cluster cannot hold the pool forever. Then drop
+the finalizer.
+
+Returns True when the finalizer may be removed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from controller.machinepool.conditions import Cond
+from controller.machinepool.external import ExternalObjects
+from controller.machinepool.scope import PoolScope
+from controller.runtime.kube import NODES, ApiError
+from controller.workload.clusters import ClusterKey, WorkloadClusters
+
+DEFAULT_NODE_DELETION_TIMEOUT = 10
+
+
+async def reconcile_delete(
+    *, scope: PoolScope, external: ExternalObjects, workloads: WorkloadClusters
+) -> bool:
+    spec = scope.pool.spec.template.spec
+    waiting: list[str] = []
+    refs = [r for r in (spec.bootstrap.config_ref, spec.infrastructure_ref) if r is not None]
+    for ref in refs:
+        try:
+            if await external.delete(namespace=scope.namespace, ref=ref):
+                waiting.append(f"{ref.kind} {ref.name}")
+        except LookupError:
+            continue  # an unknown kind cannot exist, so there is nothing to wait for
+    if waiting:
+        scope.condition(
+            Cond(
+                type="Deleting",
+                status="True",
+                reason="WaitingForOwnedObjects",
+                message=f"waiting for {', '.join(waiting)} to be deleted",
+            )
+        )
+        scope.requeue(15.0)
+        return False
+
+    timeout = spec.deletion.node_deletion_timeout_seconds
+    if timeout is None:
+        timeout = DEFAULT_NODE_DELETION_TIMEOUT
+    started = datetime.fromisoformat(
+        str(scope.obj["metadata"]["deletionTimestamp"]).replace("Z", "+00:00")
+    )
+    elapsed = (datetime.now(UTC) - started).total_seconds()
+    node_refs = scope.status.get("nodeRefs") or []
+    if node_refs and (timeout == 0 or elapsed < timeout):
+        cluster = workloads.get(ClusterKey(scope.namespace, scope.pool.spec.cluster_name))
+        if cluster is None:
+            scope.condition(
+                Cond(
+                    type="Deleting",
+                    status="True",
+                    reason="WaitingForWorkloadCluster",
+                    message=(
+                        "cannot reach the workload cluster to delete Nodes; giving up on them "
+                        f"{timeout}s after deletion started"
+                        if timeout
+                        else "cannot reach the workload cluster to delete Nodes"
+                    ),
+                )
+            )
+            scope.requeue(max(timeout - elapsed, 1.0) if timeout else 15.0)
+            return False
+        for ref in node_refs:
+            try:
+                await cluster.kube.delete(NODES, name=str(ref["name"]))
+            except ApiError as exc:
+                if not exc.not_found:
+                    raise
+    elif node_refs:
+        scope.event(
+            "Warning",
+            "NodeDeletionSkipped",
+            f"nodeDeletionTimeoutSeconds ({timeout}s) passed; {len(node_refs)} Node(s) left "
+            "in the workload cluster",
+        )
+    return True

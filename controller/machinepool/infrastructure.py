@@ -1,0 +1,127 @@
+"""Infrastructure: read the infrastructure pool's contract into the MachinePool.
+
+The infra object (an InMemoryMachinePool, an AWSMachinePool, ...) is made controller-owned by
+the MachinePool and labelled with the cluster name. Its contract fields are copied:
+``spec.providerIDList`` → the pool's ``spec.providerIDList``, ``status.replicas`` → the pool's
+``status.replicas``; readiness is ``status.initialization.provisioned`` (the v1beta2
+contract) falling back to ``status.ready`` (v1beta1) — Cluster API itself only reads the
+latter. A provider-reported ``failureReason``/``failureMessage`` becomes the
+``InfrastructureReady=False`` reason and message (and the deprecated v1beta1 fields), and is
+cleared when the provider clears it.
+
+With ``cluster.x-k8s.io/replicas-managed-by`` set, an external autoscaler owns the group's
+size: the provider's ``status.replicas`` is copied back to ``spec.replicas`` instead of ours
+being pushed.
+
+Failure: a missing infra object or an unknown infra kind sets ``InfrastructureReady=False``
+with a reason and a Warning Event, and leaves ``providerIDList`` as it was.
+"""
+
+from __future__ import annotations
+
+from controller.machinepool.conditions import Cond
+from controller.machinepool.external import ExternalObjects
+from controller.machinepool.scope import PoolScope
+from controller.runtime.discovery import UnknownKindError
+
+REPLICAS_MANAGED_BY = "cluster.x-k8s.io/replicas-managed-by"
+
+
+def replicas_managed_externally(scope: PoolScope) -> bool:
+    value = (scope.obj["metadata"].get("annotations") or {}).get(REPLICAS_MANAGED_BY)
+    return value is not None and value.lower() != "false"
+
+
+async def reconcile_infrastructure(*, scope: PoolScope, external: ExternalObjects) -> bool:
+    """Returns True when the infrastructure reports itself provisioned."""
+    ref = scope.pool.spec.template.spec.infrastructure_ref
+    init = scope.status.setdefault("initialization", {})
+    try:
+        infra = await external.get(namespace=scope.namespace, ref=ref)
+    except UnknownKindError as exc:
+        return _not_ready(scope, reason="InvalidInfrastructureRef", message=str(exc), warn=True)
+    if infra is None:
+        was = bool(init.get("infrastructureProvisioned"))
+        message = f"{ref.kind} {scope.namespace}/{ref.name} not found"
+        if was:
+            message += " (it was deleted after being provisioned)"
+        return _not_ready(scope, reason="InfrastructureNotFound", message=message, warn=True)
+    scope.infra = infra
+    await external.ensure_owned(
+        obj=infra, owner=scope.obj, cluster_name=scope.pool.spec.cluster_name, ref=ref
+    )
+    status = infra.get("status") or {}
+    spec = infra.get("spec") or {}
+    provisioned = (status.get("initialization") or {}).get("provisioned")
+    ready = bool(provisioned) if provisioned is not None else bool(status.get("ready"))
+    v1 = scope.status.setdefault("deprecated", {}).setdefault("v1beta1", {})
+    failure_reason = status.get("failureReason")
+    failure_message = status.get("failureMessage")
+    if failure_reason or failure_message:
+        v1["failureReason"] = failure_reason or "InfrastructureFailure"
+        v1["failureMessage"] = (
+            f"Failure detected from referenced resource {infra.get('apiVersion')}/{ref.kind} "
+            f"with name {ref.name!r}: {failure_message or failure_reason}"
+        )
+        init["infrastructureProvisioned"] = ready
+        _not_ready(
+            scope,
+            reason=str(failure_reason or "InfrastructureFailure"),
+            message=str(failure_message or failure_reason),
+            warn=True,
+        )
+    else:
+        v1.pop("failureReason", None)
+        v1.pop("failureMessage", None)
+    init["infrastructureProvisioned"] = ready
+    if "replicas" in status:
+        scope.status["replicas"] = int(status["replicas"])
+    kind = status.get("infrastructureMachineKind")
+    if kind:
+        scope.status["infrastructureMachineKind"] = kind
+    if not ready:
+        if not (failure_reason or failure_message):
+            _not_ready(
+                scope,
+                reason="WaitingForInfrastructure",
+                message=f"waiting for {ref.kind} {ref.name} to be provisioned",
+                warn=False,
+            )
+        return False
+    if not (failure_reason or failure_message):
+        scope.condition(Cond(type="InfrastructureReady", status="True", reason="Ready"))
+        scope.v1beta1_condition(Cond(type="InfrastructureReady", status="True", reason=""))
+    ids = [str(i) for i in spec.get("providerIDList") or []]
+    replicas = int(status.get("replicas") or 0)
+    # An empty list while the provider still reports replicas is a provider mid-update:
+    # keep ours rather than drop every Node reference.
+    if (ids or replicas == 0) and ids != scope.pool.spec.provider_id_list:
+        scope.spec_patch["providerIDList"] = ids
+    external_size = replicas_managed_externally(scope) and "replicas" in status
+    if external_size and replicas != scope.pool.spec.replicas:
+        scope.spec_patch["replicas"] = replicas
+        scope.event(
+            "Normal",
+            "ReplicasManagedExternally",
+            f"spec.replicas set to {replicas} from the provider ({REPLICAS_MANAGED_BY})",
+        )
+    return True
+
+
+def _not_ready(scope: PoolScope, *, reason: str, message: str, warn: bool) -> bool:
+    scope.status.setdefault("initialization", {}).setdefault("infrastructureProvisioned", False)
+    scope.condition(
+        Cond(type="InfrastructureReady", status="False", reason=reason, message=message)
+    )
+    scope.v1beta1_condition(
+        Cond(
+            type="InfrastructureReady",
+            status="False",
+            reason=reason,
+            message=message,
+            severity="Error" if warn else "Info",
+        )
+    )
+    if warn:
+        scope.event("Warning", reason, message)
+    return False

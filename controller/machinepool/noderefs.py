@@ -1,0 +1,176 @@
+"""Node references: match the pool's provider IDs to workload-cluster Nodes.
+
+Matching is by exact ``spec.providerID`` string, through the Node informer's providerID
+index (no list of all Nodes per reconcile). For each matched Node the pool records a
+``status.nodeRefs`` entry; a Node counts as ready when its ``Ready`` condition is True and as
+available once it has been ready for ``template.spec.minReadySeconds``. When a Node will
+become available later, a requeue is scheduled for exactly then, so ``availableReplicas``
+never goes stale (Cluster API misses this).
+
+Matched Nodes get the owner annotations (``cluster.x-k8s.io/cluster-name``,
+``-cluster-namespace``, ``-owner-kind``, ``-owner-name``) and lose the
+``node.cluster.x-k8s.io/uninitialized`` taint, each patched only when something changes.
+Nodes the pool referenced whose provider ID has left ``providerIDList`` (scaled-in
+instances) are deleted.
+
+Failure: no kubeconfig Secret, an unusable kubeconfig, or a workload cluster whose cache is
+not synced leaves the counters as they were and sets ``MachinesReady=Unknown`` with the
+reason; Node writes that fail are retried by the next reconcile.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.machinepool.conditions import Cond
+from controller.machinepool.scope import PoolScope
+from controller.runtime.kube import NODES, ApiError, KubeClient
+from controller.workload.clusters import ClusterKey, WorkloadClusters
+
+UNINITIALIZED_TAINT = "node.cluster.x-k8s.io/uninitialized"
+OWNER_ANNOTATIONS = (
+    "cluster.x-k8s.io/cluster-name",
+    "cluster.x-k8s.io/cluster-namespace",
+    "cluster.x-k8s.io/owner-kind",
+    "cluster.x-k8s.io/owner-name",
+)
+
+
+def _ready_since(node: dict[str, Any]) -> datetime | None:
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "True":
+            stamp = cond.get("lastTransitionTime")
+            if not stamp:
+                return datetime.now(UTC)
+            return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    return None
+
+
+async def reconcile_noderefs(*, scope: PoolScope, workloads: WorkloadClusters) -> None:
+    key = ClusterKey(scope.namespace, scope.pool.spec.cluster_name)
+    cluster = workloads.get(key)
+    if cluster is None:
+        reason, message = (
+            "WorkloadClusterNotConnected",
+            (
+                workloads.error(key)
+                or f"no kubeconfig Secret {key.name}-kubeconfig in namespace {key.namespace}"
+            ),
+        )
+        scope.condition(
+            Cond(type="MachinesReady", status="Unknown", reason=reason, message=message)
+        )
+        return
+    if not cluster.nodes.synced:
+        scope.condition(
+            Cond(
+                type="MachinesReady",
+                status="Unknown",
+                reason="WorkloadClusterNotSynced",
+                message=f"waiting to list the Nodes of cluster {key}",
+            )
+        )
+        scope.requeue(5.0)
+        return
+    ids = scope.provider_ids
+    wanted = set(ids)
+    for ref in scope.status.get("nodeRefs") or []:
+        node = cluster.nodes.store.get(str(ref.get("name")))
+        if node is None:
+            continue
+        provider_id = (node.get("spec") or {}).get("providerID")
+        if provider_id and provider_id not in wanted:
+            try:
+                await cluster.kube.delete(NODES, name=node["metadata"]["name"])
+            except ApiError as exc:
+                if not exc.not_found:
+                    raise
+            scope.event(
+                "Normal",
+                "NodeDeleted",
+                f"deleted Node {node['metadata']['name']}: its instance left the pool",
+            )
+
+    min_ready = scope.pool.spec.template.spec.min_ready_seconds or 0
+    now = datetime.now(UTC)
+    refs: list[dict[str, Any]] = []
+    ready = available = 0
+    versions: dict[str, int] = {}
+    missing: list[str] = []
+    for provider_id in ids:
+        node = cluster.node_for_provider_id(provider_id)
+        if node is None:
+            missing.append(provider_id)
+            continue
+        meta = node["metadata"]
+        refs.append({"apiVersion": "v1", "kind": "Node", "name": meta["name"], "uid": meta["uid"]})
+        version = ((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion")
+        if version:
+            versions[version] = versions.get(version, 0) + 1
+        since = _ready_since(node)
+        if since is not None:
+            ready += 1
+            remaining = min_ready - (now - since).total_seconds()
+            if remaining <= 0:
+                available += 1
+            else:
+                scope.requeue(remaining)
+        await _patch_node(scope=scope, cluster_kube=cluster.kube, node=node)
+
+    replicas = int(scope.status.get("replicas") or 0)
+    scope.status["nodeRefs"] = refs
+    scope.status["readyReplicas"] = ready
+    scope.status["availableReplicas"] = available
+    if versions:  # the API requires at least one entry when the field is present
+        scope.status["versions"] = [
+            {"version": v, "replicas": n} for v, n in sorted(versions.items())
+        ]
+    else:
+        scope.status.pop("versions", None)
+    v1 = scope.status.setdefault("deprecated", {}).setdefault("v1beta1", {})
+    v1["readyReplicas"] = ready
+    v1["availableReplicas"] = available
+    v1["unavailableReplicas"] = max(replicas - available, 0)
+
+    desired = scope.desired_replicas
+    if ready == len(ids) == desired and not missing:
+        scope.condition(Cond(type="MachinesReady", status="True", reason="Ready"))
+        scope.v1beta1_condition(Cond(type="ReplicasReady", status="True", reason=""))
+        return
+    message = f"{ready} of {desired} Nodes ready"
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        message += f"; no Node yet with providerID {shown}"
+    scope.condition(
+        Cond(type="MachinesReady", status="False", reason="WaitingForNodes", message=message)
+    )
+    scope.v1beta1_condition(
+        Cond(
+            type="ReplicasReady", status="False", reason="WaitingForReplicasReady", message=message
+        )
+    )
+    scope.requeue(30.0)
+
+
+async def _patch_node(*, scope: PoolScope, cluster_kube: KubeClient, node: dict[str, Any]) -> None:
+    meta = node["metadata"]
+    annotations = meta.get("annotations") or {}
+    wanted = {
+        "cluster.x-k8s.io/cluster-name": scope.pool.spec.cluster_name,
+        "cluster.x-k8s.io/cluster-namespace": scope.namespace,
+        "cluster.x-k8s.io/owner-kind": "MachinePool",
+        "cluster.x-k8s.io/owner-name": scope.name,
+    }
+    patch: dict[str, Any] = {}
+    changed = {k: v for k, v in wanted.items() if annotations.get(k) != v}
+    if changed:
+        patch["metadata"] = {"annotations": changed}
+    taints = (node.get("spec") or {}).get("taints") or []
+    kept = [t for t in taints if t.get("key") != UNINITIALIZED_TAINT]
+    if len(kept) != len(taints):
+        patch["spec"] = {"taints": kept or None}
+    if patch:
+        await cluster_kube.merge_patch(
+            NODES, name=meta["name"], patch=patch, resource_version=meta.get("resourceVersion")
+        )

@@ -1,0 +1,243 @@
+"""The MachinePool reconciler: Cluster API's MachinePool controller, phase by phase.
+
+For one MachinePool key:
+
+1. Read the pool and its Cluster from the caches. A missing Cluster is reported
+   (``Available=False``, reason ``ClusterNotFound``, and a Warning Event) and re-checked when
+   a Cluster appears; a pool being deleted does not need its Cluster.
+2. Add the finalizer ``machinepool.cluster.x-k8s.io`` (and stop: the update re-queues us);
+   keep the ``cluster.x-k8s.io/cluster-name`` label and an owner reference to the Cluster.
+3. Paused (``Cluster.spec.paused`` or the ``cluster.x-k8s.io/paused`` annotation): set
+   ``Paused=True`` and do nothing else — not even deletion.
+4. Deleting: :mod:`.deletion`. Otherwise bootstrap, infrastructure and node references
+   (:mod:`.bootstrap`, :mod:`.infrastructure`, :mod:`.noderefs`); every phase runs even when
+   an earlier one failed, and their errors are reported together.
+5. :mod:`.status` computes phase and summary conditions; then the spec fields we own and
+   the status are written with merge patches, each only if it changed, and
+   ``observedGeneration`` only when the reconcile succeeded. Events are recorded.
+
+The result asks for a requeue only when time alone will change something (a Node becoming
+available after ``minReadySeconds``, a fallback while Nodes are missing); everything else is
+driven by watch events.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pydantic
+import structlog
+
+from controller.api.kinds import MACHINE_POOL
+from controller.machinepool.bootstrap import reconcile_bootstrap
+from controller.machinepool.conditions import Cond
+from controller.machinepool.deletion import reconcile_delete
+from controller.machinepool.external import CLUSTER_NAME_LABEL, ExternalObjects
+from controller.machinepool.infrastructure import reconcile_infrastructure
+from controller.machinepool.noderefs import reconcile_noderefs
+from controller.machinepool.scope import PoolScope
+from controller.machinepool.status import update_status
+from controller.runtime.controller import ReconcileError, Result, TerminalError
+from controller.runtime.events import EventRecorder
+from controller.runtime.informer import Informer
+from controller.runtime.kube import ApiError, KubeClient
+from controller.workload.clusters import WorkloadClusters
+
+FINALIZER = "machinepool.cluster.x-k8s.io"
+PAUSED_ANNOTATION = "cluster.x-k8s.io/paused"
+
+_log = structlog.get_logger(__name__)
+
+
+class MachinePoolReconciler:
+    """Reconciles MachinePools; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        pools: Informer,
+        clusters: Informer,
+        external: ExternalObjects,
+        workloads: WorkloadClusters,
+        recorder: EventRecorder | None = None,
+    ) -> None:
+        self.kube = kube
+        self.pools = pools
+        self.clusters = clusters
+        self.external = external
+        self.workloads = workloads
+        self.recorder = recorder
+
+    async def reconcile(self, key: str) -> Result:
+        obj = self.pools.store.get(key)
+        if obj is None:
+            return Result()
+        try:
+            scope = PoolScope.from_object(obj)
+        except pydantic.ValidationError as exc:
+            raise TerminalError(f"MachinePool {key} does not parse: {exc}") from exc
+        meta = scope.obj["metadata"]
+        cluster_name = scope.pool.spec.cluster_name
+        cluster = self.clusters.store.get(f"{scope.namespace}/{cluster_name}")
+        scope.cluster = cluster
+
+        if cluster is None and not scope.deleting:
+            message = f"Cluster {scope.namespace}/{cluster_name} not found"
+            scope.condition(
+                Cond(type="Available", status="False", reason="ClusterNotFound", message=message)
+            )
+            scope.event("Warning", "ClusterNotFound", message)
+            await self._write(scope, original=obj, succeeded=False)
+            return Result()
+
+        if not scope.deleting and FINALIZER not in (meta.get("finalizers") or []):
+            await self.kube.merge_patch(
+                MACHINE_POOL,
+                namespace=scope.namespace,
+                name=scope.name,
+                patch={"metadata": {"finalizers": [*(meta.get("finalizers") or []), FINALIZER]}},
+                resource_version=meta["resourceVersion"],
+            )
+            return Result()
+        if cluster is not None:
+            await self._ensure_cluster_link(scope, cluster)
+
+        paused_why = self._paused(scope, cluster)
+        if paused_why:
+            scope.condition(Cond(type="Paused", status="True", reason="Paused", message=paused_why))
+            await self._write(scope, original=obj, succeeded=True, paused=True)
+            return Result()
+        scope.condition(Cond(type="Paused", status="False", reason="NotPaused"))
+
+        errors: list[str] = []
+        if scope.deleting:
+            try:
+                done = await reconcile_delete(
+                    scope=scope, external=self.external, workloads=self.workloads
+                )
+            except ApiError as exc:
+                errors.append(f"deletion: {exc}")
+                done = False
+            update_status(scope)
+            if done:
+                await self._remove_finalizer(scope)
+                return Result()
+        else:
+            phases = (
+                (
+                    "bootstrap",
+                    reconcile_bootstrap(scope=scope, external=self.external, secrets=None),
+                ),
+                ("infrastructure", reconcile_infrastructure(scope=scope, external=self.external)),
+            )
+            for name, phase in phases:
+                try:
+                    await phase
+                except ApiError as exc:
+                    errors.append(f"{name}: {exc}")
+            try:
+                await reconcile_noderefs(scope=scope, workloads=self.workloads)
+            except ApiError as exc:
+                errors.append(f"node references: {exc}")
+            update_status(scope)
+        await self._write(scope, original=obj, succeeded=not errors)
+        if errors:
+            raise ReconcileError("; ".join(errors))
+        return Result(requeue_after=scope.requeue_after)
+
+    # ------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _paused(scope: PoolScope, cluster: dict[str, Any] | None) -> str:
+        reasons = []
+        if cluster is not None and (cluster.get("spec") or {}).get("paused"):
+            reasons.append("Cluster spec.paused is set to true")
+        if PAUSED_ANNOTATION in (scope.obj["metadata"].get("annotations") or {}):
+            reasons.append(f"MachinePool has the {PAUSED_ANNOTATION} annotation")
+        return "; ".join(reasons)
+
+    async def _ensure_cluster_link(self, scope: PoolScope, cluster: dict[str, Any]) -> None:
+        meta = scope.obj["metadata"]
+        labels = meta.get("labels") or {}
+        refs = meta.get("ownerReferences") or []
+        uid = cluster["metadata"]["uid"]
+        patch: dict[str, Any] = {}
+        if labels.get(CLUSTER_NAME_LABEL) != scope.pool.spec.cluster_name:
+            patch["labels"] = {CLUSTER_NAME_LABEL: scope.pool.spec.cluster_name}
+        if not any(r.get("uid") == uid for r in refs):
+            patch["ownerReferences"] = [
+                *refs,
+                {
+                    "apiVersion": cluster.get("apiVersion", "cluster.x-k8s.io/v1beta2"),
+                    "kind": "Cluster",
+                    "name": cluster["metadata"]["name"],
+                    "uid": uid,
+                },
+            ]
+        if patch:
+            updated = await self.kube.merge_patch(
+                MACHINE_POOL,
+                namespace=scope.namespace,
+                name=scope.name,
+                patch={"metadata": patch},
+                resource_version=meta["resourceVersion"],
+            )
+            scope.obj["metadata"] = updated["metadata"]
+
+    async def _remove_finalizer(self, scope: PoolScope) -> None:
+        meta = scope.obj["metadata"]
+        kept = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        try:
+            await self.kube.merge_patch(
+                MACHINE_POOL,
+                namespace=scope.namespace,
+                name=scope.name,
+                patch={"metadata": {"finalizers": kept or None}},
+                resource_version=meta["resourceVersion"],
+            )
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+        self._emit(scope)
+
+    async def _write(
+        self, scope: PoolScope, *, original: dict[str, Any], succeeded: bool, paused: bool = False
+    ) -> None:
+        meta = scope.obj["metadata"]
+        generation = scope.generation
+        if scope.spec_patch and not paused:
+            updated = await self.kube.merge_patch(
+                MACHINE_POOL, namespace=scope.namespace, name=scope.name,
+                patch={"spec": scope.spec_patch},
+            )  # fmt: skip
+            generation = updated["metadata"].get("generation", generation)
+            meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
+        if succeeded and generation is not None:
+            scope.status["observedGeneration"] = generation
+        before = original.get("status") or {}
+        after = scope.status
+        patch = {k: v for k, v in after.items() if before.get(k) != v}
+        patch.update({k: None for k in before if k not in after})
+        if patch:
+            await self.kube.merge_patch(
+                MACHINE_POOL,
+                namespace=scope.namespace,
+                name=scope.name,
+                subresource="status",
+                patch={"status": patch},
+            )
+        self._emit(scope)
+
+    def _emit(self, scope: PoolScope) -> None:
+        if self.recorder is None:
+            return
+        for event in scope.events:
+            self.recorder.event(
+                copy.deepcopy(scope.obj),
+                type=event.type,
+                reason=event.reason,
+                message=event.message,
+            )
+        scope.events.clear()

@@ -1,0 +1,155 @@
+"""Wire the MachinePool reconciler into a manager: informers, indexes and event mapping.
+
+Event sources, each mapped to the MachinePool keys it concerns:
+
+- MachinePools themselves;
+- Clusters → the pools in that namespace whose ``spec.clusterName`` is the Cluster (pause
+  and un-pause, a Cluster that appears after its pools);
+- infrastructure pools of the kinds this process knows → their controller owner;
+- kubeconfig Secrets (label ``cluster.x-k8s.io/cluster-name``) → start/stop the workload
+  cluster connection (:mod:`controller.workload.clusters`);
+- workload Nodes → the pools whose ``spec.providerIDList`` holds the Node's provider ID
+  (an index on the pool cache, so a Node event costs a dict lookup), or that the Node's
+  owner annotations name (for a Node whose provider ID has already left the list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from controller.api.kinds import CLUSTER, MACHINE_POOL, Kind
+from controller.machinepool.external import ExternalObjects
+from controller.machinepool.reconciler import MachinePoolReconciler
+from controller.runtime.controller import Controller
+from controller.runtime.discovery import RestMapper, ServedResource
+from controller.runtime.events import EventRecorder
+from controller.runtime.informer import Informer, InformerEvent
+from controller.runtime.manager import Manager
+from controller.runtime.store import Obj
+from controller.workload.clusters import ClusterKey, WorkloadClusters
+
+PROVIDER_ID_INDEX = "providerID"
+CLUSTER_INDEX = "cluster"
+
+
+def _pool_provider_ids(obj: Obj) -> Iterable[str]:
+    return list((obj.get("spec") or {}).get("providerIDList") or [])
+
+
+def _pool_cluster(obj: Obj) -> Iterable[str]:
+    meta = obj.get("metadata", {})
+    name = (obj.get("spec") or {}).get("clusterName")
+    return [f"{meta.get('namespace')}/{name}"] if name else []
+
+
+@dataclass
+class MachinePoolController:
+    controller: Controller
+    reconciler: MachinePoolReconciler
+    workloads: WorkloadClusters
+
+
+def setup_machinepool_controller(
+    *,
+    manager: Manager,
+    namespace: str | None,
+    infra_kinds: Sequence[Kind],
+    recorder: EventRecorder | None,
+    concurrency: int,
+    reconcile_timeout: float,
+    registry: CollectorRegistry,
+) -> MachinePoolController:
+    kube = manager.kube
+    pools = manager.informer(MACHINE_POOL, namespace=namespace)
+    pools.store.add_index(name=PROVIDER_ID_INDEX, func=_pool_provider_ids)
+    pools.store.add_index(name=CLUSTER_INDEX, func=_pool_cluster)
+    clusters = manager.informer(CLUSTER, namespace=namespace)
+    secrets = manager.informer(
+        WorkloadClusters.secrets_resource(),
+        namespace=namespace,
+        label_selector=WorkloadClusters.secret_label_selector(),
+    )
+    mapper = RestMapper(kube=kube)
+    infra_informers: dict[tuple[str, str], Informer] = {}
+    for kind in infra_kinds:
+        mapper.known(
+            ServedResource(
+                group=kind.group,
+                version=kind.version,
+                plural=kind.plural,
+                kind=kind.kind,
+                namespaced=kind.namespaced,
+            )
+        )
+        infra_informers[(kind.group, kind.kind)] = manager.informer(kind, namespace=namespace)
+
+    controller_box: list[Controller] = []
+
+    def on_node(cluster: ClusterKey, event: InformerEvent) -> None:
+        if controller_box:
+            for key in _pools_for_node(pools, cluster, event.obj):
+                controller_box[0].enqueue(key)
+
+    workloads = WorkloadClusters(on_node_event=on_node)
+    secrets.add_handler(workloads.handle_secret_event)
+    external = ExternalObjects(kube=kube, mapper=mapper, informers=infra_informers)
+    reconciler = MachinePoolReconciler(
+        kube=kube,
+        pools=pools,
+        clusters=clusters,
+        external=external,
+        workloads=workloads,
+        recorder=recorder,
+    )
+    controller = Controller(
+        name="machinepool",
+        reconciler=reconciler,
+        concurrency=concurrency,
+        reconcile_timeout=reconcile_timeout,
+        registry=registry,
+    )
+    controller_box.append(controller)
+    controller.watch(pools, lambda e: [e.key])
+    controller.watch(
+        clusters,
+        lambda e: [_key(p) for p in pools.store.by_index(name=CLUSTER_INDEX, value=e.key)],
+    )
+    for informer in infra_informers.values():
+        controller.watch(informer, _owner_pool_keys)
+    manager.add_controller(controller)
+    manager.add_runnable(name="workload clusters", run=workloads.run)
+    return MachinePoolController(controller=controller, reconciler=reconciler, workloads=workloads)
+
+
+def _key(obj: Obj) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}"
+
+
+def _owner_pool_keys(event: InformerEvent) -> list[str]:
+    meta = event.obj.get("metadata", {})
+    return [
+        f"{meta.get('namespace')}/{ref['name']}"
+        for ref in meta.get("ownerReferences") or []
+        if ref.get("kind") == MACHINE_POOL.kind and ref.get("controller")
+    ]
+
+
+def _pools_for_node(pools: Informer, cluster: ClusterKey, node: Obj) -> list[str]:
+    keys: set[str] = set()
+    provider_id = (node.get("spec") or {}).get("providerID")
+    if provider_id:
+        for pool in pools.store.by_index(name=PROVIDER_ID_INDEX, value=provider_id):
+            if pool["metadata"].get("namespace") == cluster.namespace:
+                keys.add(_key(pool))
+    annotations = node.get("metadata", {}).get("annotations") or {}
+    if (
+        annotations.get("cluster.x-k8s.io/owner-kind") == MACHINE_POOL.kind
+        and annotations.get("cluster.x-k8s.io/cluster-namespace") == cluster.namespace
+        and annotations.get("cluster.x-k8s.io/owner-name")
+    ):
+        keys.add(f"{cluster.namespace}/{annotations['cluster.x-k8s.io/owner-name']}")
+    return sorted(keys)

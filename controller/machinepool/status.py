@@ -1,0 +1,97 @@
+"""The summary a person reads: phase, counters and the summarising conditions.
+
+Phase follows Cluster API's order (last match wins): ``Pending`` → ``Provisioning`` (bootstrap
+ready, infrastructure not) → ``Provisioned`` (some Node matched) → ``Running`` (desired
+replicas ready) / ``ScalingUp`` / ``ScalingDown`` (``Scaling`` under replicas-managed-by) →
+``Deleting``. Counters are honest: ``readyReplicas`` and ``availableReplicas`` count Nodes
+that are Ready (for ``minReadySeconds``), never copied from ``status.replicas``.
+
+Conditions set here: ``ScalingUp``, ``ScalingDown``, ``Available``, ``Deleting`` and the
+v1beta1 ``Ready`` summary; ``status.selector`` (for the scale subresource and
+cluster-autoscaler) is the pool's Machine label selector.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+from controller.machinepool import conditions
+from controller.machinepool.conditions import Cond
+from controller.machinepool.infrastructure import replicas_managed_externally
+from controller.machinepool.scope import PoolScope
+
+POOL_NAME_LABEL = "cluster.x-k8s.io/pool-name"
+CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
+
+
+def pool_label_value(name: str) -> str:
+    """The pool-name label value: the name when it is a valid label value, else a hash."""
+    if len(name) <= 63 and re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", name):
+        return name
+    digest = hashlib.sha256(name.encode()).digest()[:8]
+    return "hash_" + base64.urlsafe_b64encode(digest).decode().rstrip("=") + "_z"
+
+
+def update_status(scope: PoolScope) -> None:
+    status = scope.status
+    desired = scope.desired_replicas
+    replicas = int(status.get("replicas") or 0)
+    ready = int(status.get("readyReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    status.setdefault("upToDateReplicas", replicas)
+    status["selector"] = (
+        f"{CLUSTER_NAME_LABEL}={scope.pool.spec.cluster_name},"
+        f"{POOL_NAME_LABEL}={pool_label_value(scope.name)}"
+    )
+    init = status.get("initialization") or {}
+    infra_ready = bool(init.get("infrastructureProvisioned"))
+    bootstrap_ready = bool(init.get("bootstrapDataSecretCreated"))
+
+    phase = status.get("phase") or "Pending"
+    if bootstrap_ready and not infra_ready:
+        phase = "Provisioning"
+    if status.get("nodeRefs"):
+        phase = "Provisioned"
+    managed = replicas_managed_externally(scope)
+    if infra_ready and desired == ready and replicas == desired:
+        phase = "Running"
+    elif infra_ready and desired > ready:
+        phase = "Scaling" if managed else "ScalingUp"
+    elif infra_ready and desired < max(ready, replicas):
+        phase = "Scaling" if managed else "ScalingDown"
+    if scope.deleting:
+        phase = "Deleting"
+    status["phase"] = phase
+
+    up = desired > replicas
+    down = desired < replicas
+    scope.condition(
+        Cond(type="ScalingUp", status="True", reason="ScalingUp",
+             message=f"scaling up from {replicas} to {desired} replicas")
+        if up
+        else Cond(type="ScalingUp", status="False", reason="NotScalingUp")
+    )  # fmt: skip
+    scope.condition(
+        Cond(type="ScalingDown", status="True", reason="ScalingDown",
+             message=f"scaling down from {replicas} to {desired} replicas")
+        if down
+        else Cond(type="ScalingDown", status="False", reason="NotScalingDown")
+    )  # fmt: skip
+    if available >= desired and infra_ready:
+        scope.condition(Cond(type="Available", status="True", reason="Available"))
+    else:
+        scope.condition(
+            Cond(
+                type="Available",
+                status="False",
+                reason="NotAvailable" if infra_ready else "InfrastructureNotReady",
+                message=f"{available} of {desired} replicas available",
+            )
+        )
+    v1 = status.setdefault("deprecated", {}).setdefault("v1beta1", {})
+    summary = conditions.summary_v1beta1(
+        v1.get("conditions", []), types=["BootstrapReady", "InfrastructureReady", "ReplicasReady"]
+    )
+    v1["conditions"] = conditions.set_v1beta1(v1.get("conditions", []), summary)

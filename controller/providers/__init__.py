@@ -1,0 +1,1 @@
+"""Cloud instance groups behind one small async protocol (:mod:`controller.providers.base`)."""
