@@ -14,9 +14,9 @@ event, or the Secret's, re-queues the pool).
 
 from __future__ import annotations
 
-from controller.machinepool.conditions import Cond
 from controller.machinepool.external import ExternalObjects
 from controller.machinepool.scope import PoolScope
+from controller.runtime.conditions import Cond
 from controller.runtime.discovery import UnknownKindError
 from controller.runtime.informer import Informer
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from controller.machinepool.conditions import Cond
 from controller.machinepool.external import ExternalObjects
 from controller.machinepool.scope import PoolScope
+from controller.runtime.conditions import Cond
 from controller.runtime.kube import NODES, ApiError
 from controller.workload.clusters import ClusterKey, WorkloadClusters
 

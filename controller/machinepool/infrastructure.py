@@ -19,9 +19,9 @@ with a reason and a Warning Event, and leaves ``providerIDList`` as it was.
 
 from __future__ import annotations
 
-from controller.machinepool.conditions import Cond
 from controller.machinepool.external import ExternalObjects
 from controller.machinepool.scope import PoolScope
+from controller.runtime.conditions import Cond
 from controller.runtime.discovery import UnknownKindError
 
 REPLICAS_MANAGED_BY = "cluster.x-k8s.io/replicas-managed-by"

@@ -23,8 +23,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.machinepool.conditions import Cond
 from controller.machinepool.scope import PoolScope
+from controller.runtime.conditions import Cond
 from controller.runtime.kube import NODES, ApiError, KubeClient
 from controller.workload.clusters import ClusterKey, WorkloadClusters
 

@@ -31,13 +31,13 @@ import structlog
 
 from controller.api.kinds import MACHINE_POOL
 from controller.machinepool.bootstrap import reconcile_bootstrap
-from controller.machinepool.conditions import Cond
 from controller.machinepool.deletion import reconcile_delete
 from controller.machinepool.external import CLUSTER_NAME_LABEL, ExternalObjects
 from controller.machinepool.infrastructure import reconcile_infrastructure
 from controller.machinepool.noderefs import reconcile_noderefs
 from controller.machinepool.scope import PoolScope
 from controller.machinepool.status import update_status
+from controller.runtime.conditions import Cond
 from controller.runtime.controller import ReconcileError, Result, TerminalError
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.api.machinepool import MachinePool
-from controller.machinepool import conditions
-from controller.machinepool.conditions import Cond
+from controller.runtime import conditions
+from controller.runtime.conditions import Cond
 from controller.runtime.store import Obj
 from controller.workload.clusters import WorkloadCluster
 

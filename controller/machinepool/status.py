@@ -17,10 +17,10 @@ import base64
 import hashlib
 import re
 
-from controller.machinepool import conditions
-from controller.machinepool.conditions import Cond
 from controller.machinepool.infrastructure import replicas_managed_externally
 from controller.machinepool.scope import PoolScope
+from controller.runtime import conditions
+from controller.runtime.conditions import Cond
 
 POOL_NAME_LABEL = "cluster.x-k8s.io/pool-name"
 CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"

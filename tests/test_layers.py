@@ -1,0 +1,50 @@
+"""Imports point down the layers (ARCHITECTURE.md): checked on the source, like import-linter."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "controller"
+
+#: package -> packages it must not import
+FORBIDDEN = {
+    "controller.api": ["controller.runtime", "controller.machinepool", "controller.providers",
+                       "controller.workload", "controller.testing", "controller.cli",
+                       "controller.app"],
+    "controller.runtime": ["controller.machinepool", "controller.providers",
+                           "controller.workload", "controller.cli", "controller.app"],
+    "controller.workload": ["controller.machinepool", "controller.providers", "controller.cli",
+                            "controller.app"],
+    "controller.providers": ["controller.machinepool", "controller.cli", "controller.app"],
+    "controller.machinepool": ["controller.providers", "controller.cli", "controller.app"],
+}  # fmt: skip
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_imports_point_down(package: str) -> None:
+    offenders = []
+    for path in sorted((ROOT.parent / package.replace(".", "/")).rglob("*.py")):
+        for imported in _imports(path):
+            for banned in FORBIDDEN[package]:
+                if imported == banned or imported.startswith(banned + "."):
+                    offenders.append(f"{_module_name(path)} imports {imported}")
+    assert offenders == []
