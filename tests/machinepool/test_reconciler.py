@@ -228,6 +228,7 @@ def _cond(obj: Obj, type_: str) -> Obj | None:
 async def test_pool_reaches_running_with_node_refs(env: Env) -> None:
     await env.create_pool(replicas=3)
     await until(lambda: _has_finalizer(env), what="the finalizer")
+
     async def owned() -> bool:
         infra = await env.kube.get(IN_MEMORY_MACHINE_POOL, namespace=env.namespace, name="p1")
         return bool(infra["metadata"].get("ownerReferences"))

@@ -1,0 +1,61 @@
+"""How an ``InMemoryMachinePool`` becomes a simulated instance group.
+
+The group is named ``<namespace>-<name>`` (stable for the object's life); its template is the
+pool's ``spec.template`` plus the Kubernetes version of the owning MachinePool (what the
+simulated kubelets report); its template version is ``template.version`` when given, else a
+short hash of the template, so any change to the template is a new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from controller.api.kinds import IN_MEMORY_MACHINE_POOL, Kind
+from controller.providers.base import GroupSpec
+
+Obj = dict[str, Any]
+
+DEFAULT_KUBERNETES_VERSION = "v1.35.4"
+
+
+class InMemoryPoolAdapter:
+    """:class:`~controller.providers.reconciler.PoolAdapter` for ``InMemoryMachinePool``."""
+
+    kind: Kind = IN_MEMORY_MACHINE_POOL
+    finalizer: str = "inmemorymachinepool.infrastructure.cluster.x-k8s.io"
+
+    def group_name(self, *, infra: Obj) -> str:
+        meta = infra["metadata"]
+        return f"{meta['namespace']}-{meta['name']}"
+
+    def group_spec(self, *, infra: Obj, pool: Obj) -> GroupSpec:
+        spec = infra.get("spec") or {}
+        template = dict(spec.get("template") or {})
+        pool_version = (
+            ((pool.get("spec") or {}).get("template") or {}).get("spec", {}).get("version")
+        )
+        template["kubernetesVersion"] = pool_version or DEFAULT_KUBERNETES_VERSION
+        version = (
+            template.get("version")
+            or hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+        )
+        low, high = self.size_bounds(infra=infra)
+        return GroupSpec(
+            name=self.group_name(infra=infra),
+            cluster=f"{infra['metadata']['namespace']}/{pool['spec']['clusterName']}",
+            template=template,
+            template_version=str(version),
+            min_size=low,
+            max_size=high,
+            zones=tuple(template.get("zones") or ()),
+        )
+
+    def delete_policy(self, *, infra: Obj) -> str:
+        return str((infra.get("spec") or {}).get("deletePolicy") or "Oldest")
+
+    def size_bounds(self, *, infra: Obj) -> tuple[int, int | None]:
+        spec = infra.get("spec") or {}
+        high = spec.get("maxSize")
+        return int(spec.get("minSize") or 0), (int(high) if high is not None else None)

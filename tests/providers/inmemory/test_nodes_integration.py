@@ -1,0 +1,185 @@
+"""Simulated kubelets against the real local API server: the workload cluster is the same
+control plane, reached through a ``<cluster>-kubeconfig`` Secret as in production.
+
+Nodes are cluster-scoped and the control plane is shared by the whole session: every Node
+here is named after the test's namespace (the group name carries it) and deleted at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from kubernetes_asyncio import client
+from prometheus_client import CollectorRegistry
+
+from controller.providers.inmemory.client import InMemoryProvider
+from controller.providers.inmemory.nodes import UNINITIALIZED_TAINT, ZONE_LABEL
+from controller.providers.inmemory.server import SimulatorServer
+from controller.providers.inmemory.simulator import Simulator
+from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, RestMetrics
+from controller.testing import ControlPlane
+from controller.testing.waiting import until
+
+from .helpers import group_spec
+
+
+@dataclass
+class Cloud:
+    kube: KubeClient
+    sim: Simulator
+    provider: InMemoryProvider
+    group: str
+    cluster: str
+
+    async def nodes(self) -> dict[str, dict[str, Any]]:
+        """This test's Nodes by provider ID."""
+        listed = await self.kube.list(NODES)
+        return {
+            node["spec"]["providerID"]: node
+            for node in listed.get("items", [])
+            if node["metadata"]["name"].startswith(self.group)
+        }
+
+
+def _ready(node: dict[str, Any]) -> dict[str, Any] | None:
+    for condition in node.get("status", {}).get("conditions", []):
+        if condition["type"] == "Ready":
+            return dict(condition)
+    return None
+
+
+async def _secret(kube: KubeClient, *, namespace: str, control_plane: ControlPlane) -> None:
+    kubeconfig = yaml.safe_dump(control_plane.kubeconfig()).encode()
+    await kube.create(
+        SECRETS,
+        namespace=namespace,
+        body={
+            "metadata": {
+                "name": "wl-kubeconfig",
+                "labels": {"cluster.x-k8s.io/cluster-name": "wl"},
+            },
+            "type": "cluster.x-k8s.io/secret",
+            "data": {"value": base64.b64encode(kubeconfig).decode()},
+        },
+    )
+
+
+@contextlib.asynccontextmanager
+async def cloud(api_client: client.ApiClient, namespace: str) -> AsyncIterator[Cloud]:
+    kube = KubeClient(api=api_client, metrics=RestMetrics(registry=CollectorRegistry()))
+    group = f"{namespace}-pool"
+    try:
+        async with (
+            KubeNodeRegistrar(
+                management=kube, rest_metrics=RestMetrics(registry=CollectorRegistry())
+            ) as registrar,
+            Simulator(
+                registrar=registrar, seed=3, node_retry_initial=0.1, node_retry_max=0.5
+            ) as sim,
+            SimulatorServer(simulator=sim) as server,
+            InMemoryProvider(base_url=server.url, registry=CollectorRegistry()) as provider,
+        ):
+            yield Cloud(
+                kube=kube, sim=sim, provider=provider, group=group, cluster=f"{namespace}/wl"
+            )
+    finally:
+        listed = await kube.list(NODES)
+        for node in listed.get("items", []):
+            if node["metadata"]["name"].startswith(group):
+                with contextlib.suppress(ApiError):
+                    await kube.delete(NODES, name=node["metadata"]["name"])
+
+
+async def test_nodes_register_turn_ready_and_go_unknown_when_deleted(
+    control_plane: ControlPlane, api_client: client.ApiClient, namespace: str
+) -> None:
+    async with cloud(api_client, namespace) as c:
+        await _secret(c.kube, namespace=namespace, control_plane=control_plane)
+        await c.provider.ensure_group(
+            spec=group_spec(
+                c.group,
+                cluster=c.cluster,
+                boot=0.2,
+                ready=1.0,
+                zones=("zone-a", "zone-b"),
+                kubernetesVersion="v1.34.2",
+                instanceType="small",
+            )
+        )
+        await c.provider.set_capacity(name=c.group, desired=2)
+        status = await c.provider.describe_group(name=c.group)
+        wanted = {i.provider_id: i for i in status.instances}
+
+        async def registered() -> bool:
+            # created, then status written (as a kubelet does it: two calls)
+            found = await c.nodes()
+            return set(found) == set(wanted) and all(_ready(n) for n in found.values())
+
+        await until(registered, timeout=15, what="Nodes registered")
+        nodes = await c.nodes()
+        for provider_id, node in nodes.items():
+            inst = wanted[provider_id]
+            assert node["metadata"]["name"] == inst.instance_id
+            assert node["metadata"]["labels"][ZONE_LABEL] == inst.zone
+            assert node["metadata"]["labels"]["node.kubernetes.io/instance-type"] == "small"
+            # (the API server adds node.kubernetes.io/not-ready itself, as for any new Node)
+            assert UNINITIALIZED_TAINT in node["spec"]["taints"]
+            assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.34.2"
+            ready = _ready(node)
+            assert ready is not None
+            assert ready["status"] in ("False", "True")  # True once readyDelaySeconds passed
+
+        async def all_ready() -> bool:
+            found = await c.nodes()
+            return all((_ready(n) or {}).get("status") == "True" for n in found.values())
+
+        await until(all_ready, timeout=15, what="Nodes Ready")
+
+        victim, survivor = status.instances
+        await c.provider.delete_instance(name=c.group, instance_id=victim.instance_id, shrink=True)
+
+        async def victim_unknown() -> bool:
+            node = (await c.nodes()).get(victim.provider_id)
+            return node is not None and (_ready(node) or {}).get("status") == "Unknown"
+
+        await until(victim_unknown, timeout=15, what="the deleted instance's Node Unknown")
+        nodes = await c.nodes()
+        ready = _ready(nodes[victim.provider_id])
+        assert ready is not None
+        assert ready["reason"] == "NodeStatusUnknown"
+        assert (_ready(nodes[survivor.provider_id]) or {}).get("status") == "True"
+        assert (await c.provider.describe_group(name=c.group)).desired_capacity == 1
+
+
+async def test_an_unreachable_workload_cluster_is_retried_until_its_secret_appears(
+    control_plane: ControlPlane, api_client: client.ApiClient, namespace: str
+) -> None:
+    async with cloud(api_client, namespace) as c:
+        await c.provider.ensure_group(
+            spec=group_spec(c.group, cluster=c.cluster, boot=0.1, ready=0.1)
+        )
+        await c.provider.set_capacity(name=c.group, desired=1)
+
+        async def running() -> bool:
+            status = await c.provider.describe_group(name=c.group)
+            return [i.state for i in status.instances] == ["running"]
+
+        await until(running, timeout=10, what="the instance running")
+        view = c.sim.inspect(name=c.group)
+        assert view is not None
+        assert view.instances[0].node == "absent"  # no Secret yet: nothing registered
+        assert await c.nodes() == {}
+
+        await _secret(c.kube, namespace=namespace, control_plane=control_plane)
+
+        async def ready() -> bool:
+            found = list((await c.nodes()).values())
+            return len(found) == 1 and (_ready(found[0]) or {}).get("status") == "True"
+
+        await until(ready, timeout=15, what="the Node registered and Ready")

@@ -1,0 +1,235 @@
+"""Both halves end to end: the MachinePool reconciler and the infrastructure reconciler driving
+the in-memory simulator, whose instances register real Nodes in the workload cluster (the same
+local API server, reached through <cluster>-kubeconfig)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import yaml
+from kubernetes_asyncio import client
+from prometheus_client import CollectorRegistry
+
+from controller.api.kinds import CLUSTER, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
+from controller.machinepool.setup import setup_machinepool_controller
+from controller.providers.base import Instance
+from controller.providers.inmemory.adapter import InMemoryPoolAdapter
+from controller.providers.inmemory.simulator import Simulator
+from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.reconciler import order_for_removal
+from controller.providers.setup import setup_infrastructure_controller
+from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, RestMetrics
+from controller.runtime.manager import Manager, ManagerOptions
+from controller.testing import ControlPlane
+from controller.testing.waiting import until
+
+Obj = dict[str, Any]
+
+
+def _instance(i: int, *, age: int, state: str = "running") -> Instance:
+    return Instance(
+        instance_id=f"i{i}",
+        provider_id=f"inmemory:///z/i{i}",
+        zone="z",
+        state=state,  # type: ignore[arg-type]
+        version="1",
+        launched_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=age),
+    )
+
+
+def test_delete_policy_orders_victims() -> None:
+    pool = [_instance(1, age=10), _instance(2, age=30), _instance(3, age=20, state="failed")]
+    assert [i.instance_id for i in order_for_removal(pool, policy="Oldest")] == ["i3", "i1", "i2"]
+    assert [i.instance_id for i in order_for_removal(pool, policy="Newest")] == ["i3", "i2", "i1"]
+    randomised = order_for_removal(pool, policy="Random", rng=iter([0.9, 0.1]).__next__)
+    assert [i.instance_id for i in randomised] == ["i3", "i2", "i1"]
+
+
+@dataclass
+class Env:
+    kube: KubeClient
+    namespace: str
+    simulator: Simulator
+
+    async def pool(self) -> Obj:
+        return await self.kube.get(MACHINE_POOL, namespace=self.namespace, name="p1")
+
+    async def converged(self, replicas: int) -> bool:
+        pool = await self.pool()
+        status = pool.get("status", {})
+        return (
+            status.get("phase") == "Running"
+            and status.get("replicas") == replicas
+            and status.get("readyReplicas") == replicas
+            and len(pool["spec"].get("providerIDList", [])) == replicas
+            and len(status.get("nodeRefs", [])) == replicas
+        )
+
+    async def scale(self, replicas: int) -> None:
+        await self.kube.merge_patch(
+            MACHINE_POOL, namespace=self.namespace, name="p1", subresource="scale",
+            patch={"spec": {"replicas": replicas}},
+        )  # fmt: skip
+
+    async def nodes(self) -> list[Obj]:
+        listing = await self.kube.list(NODES)
+        return [
+            n for n in listing["items"]
+            if n["spec"].get("providerID", "").find(f"/{self.namespace}-") >= 0
+            or n["metadata"]["name"].startswith(self.namespace)
+        ]  # fmt: skip
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def env(
+    control_plane: ControlPlane, api_client: client.ApiClient, namespace: str
+) -> AsyncIterator[Env]:
+    registry = CollectorRegistry()
+    kube = KubeClient(api=api_client, metrics=RestMetrics(registry=registry))
+    kubeconfig = yaml.safe_dump(control_plane.kubeconfig()).encode()
+    await kube.create(CLUSTER, namespace=namespace, body={"metadata": {"name": "c1"}, "spec": {}})
+    await kube.create(
+        SECRETS,
+        namespace=namespace,
+        body={
+            "metadata": {"name": "c1-kubeconfig",
+                         "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
+            "data": {"value": base64.b64encode(kubeconfig).decode()},
+        },
+    )  # fmt: skip
+    manager = Manager(
+        kube=kube,
+        registry=registry,
+        options=ManagerOptions(
+            metrics_address="0", health_address="0", graceful_shutdown_timeout=5
+        ),
+    )
+    async with Simulator(registrar=KubeNodeRegistrar(management=kube), seed=1) as simulator:
+        setup_machinepool_controller(
+            manager=manager, namespace=namespace, infra_kinds=[IN_MEMORY_MACHINE_POOL],
+            recorder=None, concurrency=4, reconcile_timeout=30, registry=registry,
+        )  # fmt: skip
+        setup_infrastructure_controller(
+            manager=manager, namespace=namespace, adapter=InMemoryPoolAdapter(),
+            provider=simulator, recorder=None, concurrency=4, reconcile_timeout=30,
+            registry=registry, busy_poll=0.5,
+        )  # fmt: skip
+        shutdown = asyncio.Event()
+        task = asyncio.create_task(manager.run(shutdown=shutdown))
+        environment = Env(kube=kube, namespace=namespace, simulator=simulator)
+        try:
+            await until(manager.controllers_started.is_set, what="controllers")
+            yield environment
+        finally:
+            shutdown.set()
+            await asyncio.wait_for(task, 15)
+            for node in await environment.nodes():
+                with contextlib.suppress(ApiError):
+                    await kube.delete(NODES, name=node["metadata"]["name"])
+
+
+async def _create_pool(env: Env, *, replicas: int, **infra_spec: Any) -> None:
+    template = {"version": "1", "bootDelaySeconds": 0, "readyDelaySeconds": 1,
+                "zones": ["zone-a", "zone-b"]}  # fmt: skip
+    await env.kube.create(
+        IN_MEMORY_MACHINE_POOL, namespace=env.namespace,
+        body={"metadata": {"name": "p1"}, "spec": {"template": template, **infra_spec}},
+    )  # fmt: skip
+    await env.kube.create(
+        MACHINE_POOL,
+        namespace=env.namespace,
+        body={
+            "metadata": {"name": "p1"},
+            "spec": {
+                "clusterName": "c1",
+                "replicas": replicas,
+                "template": {"spec": {
+                    "clusterName": "c1", "version": "v1.35.4",
+                    "bootstrap": {"dataSecretName": "boot"},
+                    "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
+                                          "kind": "InMemoryMachinePool", "name": "p1"},
+                }},
+            },
+        },
+    )  # fmt: skip
+
+
+async def test_create_scale_out_in_to_zero_and_back_then_delete(env: Env) -> None:
+    await _create_pool(env, replicas=3)
+    await until(lambda: env.converged(3), timeout=60, what="3 replicas Running")
+    pool = await env.pool()
+    node_ids = {n["spec"]["providerID"] for n in await env.nodes()}
+    assert set(pool["spec"]["providerIDList"]) <= node_ids
+
+    await env.scale(5)
+    await until(lambda: env.converged(5), timeout=60, what="scale out to 5")
+    before = set((await env.pool())["spec"]["providerIDList"])
+
+    await env.scale(1)
+    await until(lambda: env.converged(1), timeout=60, what="scale in to 1")
+    after = set((await env.pool())["spec"]["providerIDList"])
+    assert after < before
+
+    async def retired_nodes_gone() -> bool:
+        left = {n["spec"]["providerID"] for n in await env.nodes()}
+        return left == after
+
+    await until(retired_nodes_gone, timeout=30, what="Nodes of removed instances deleted")
+
+    await env.scale(0)
+    await until(lambda: env.converged(0), timeout=60, what="scale to 0")
+    await env.scale(2)
+    await until(lambda: env.converged(2), timeout=60, what="back from 0 to 2")
+
+    await env.kube.delete(MACHINE_POOL, namespace=env.namespace, name="p1")
+
+    async def all_gone() -> bool:
+        try:
+            await env.pool()
+        except ApiError as exc:
+            return exc.not_found and env.simulator.inspect(name=f"{env.namespace}-p1") is None
+        return False
+
+    await until(all_gone, timeout=60, what="pool, infra pool and cloud group deleted")
+
+
+async def test_replicas_outside_min_max_is_a_condition_not_a_cloud_call(env: Env) -> None:
+    await _create_pool(env, replicas=5, maxSize=3)
+
+    async def reported() -> bool:
+        infra = await env.kube.get(IN_MEMORY_MACHINE_POOL, namespace=env.namespace, name="p1")
+        conds = infra.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["reason"] == "ReplicasOutOfRange" for c in conds)
+
+    await until(reported, what="ReplicasOutOfRange")
+    assert env.simulator.inspect(name=f"{env.namespace}-p1") is None
+    await env.scale(3)
+    await until(lambda: env.converged(3), timeout=60, what="convergence once within bounds")
+
+
+@pytest.mark.parametrize("annotation", ["cluster-autoscaler"])
+async def test_replicas_managed_by_copies_the_group_size_back(env: Env, annotation: str) -> None:
+    await _create_pool(env, replicas=2)
+    await until(lambda: env.converged(2), timeout=60, what="2 replicas")
+    await env.kube.merge_patch(
+        MACHINE_POOL, namespace=env.namespace, name="p1",
+        patch={"metadata": {"annotations": {"cluster.x-k8s.io/replicas-managed-by": annotation}}},
+    )  # fmt: skip
+    # The external autoscaler resizes the cloud group directly.
+    await env.simulator.set_capacity(name=f"{env.namespace}-p1", desired=4)
+
+    async def followed() -> bool:
+        pool = await env.pool()
+        return bool(
+            pool["spec"].get("replicas") == 4 and pool.get("status", {}).get("replicas") == 4
+        )
+
+    await until(followed, timeout=60, what="spec.replicas following the group")
