@@ -11,7 +11,10 @@ with one line naming the cause (no kubeconfig, API server unreachable, a port in
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +24,12 @@ from kubernetes_asyncio import client, config
 from controller.api.kinds import IN_MEMORY_MACHINE_POOL
 from controller.machinepool.setup import setup_machinepool_controller
 from controller.options import RunOptions, in_cluster_namespace
+from controller.providers.base import InstanceGroupProvider
+from controller.providers.inmemory.adapter import InMemoryPoolAdapter
+from controller.providers.inmemory.client import InMemoryProvider
+from controller.providers.inmemory.simulator import Simulator
+from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.events import EventRecorder
 from controller.runtime.kube import ApiError, KubeClient
 from controller.runtime.leaderelection import LeadershipLost
@@ -126,13 +135,44 @@ async def run_controller(options: RunOptions) -> int:
             namespace=options.namespace or "(all)",
             leader_election=options.leader_elect,
         )
-        try:
-            async with recorder:
-                await manager.run(shutdown=shutdown.requested)
-        except LeadershipLost as exc:
-            _log.error("leader election lost, exiting", reason=str(exc))
-            return 1
-        except BindError as exc:
-            raise StartupError(str(exc)) from exc
+        async with contextlib.AsyncExitStack() as stack:
+            if "infrastructure" in options.controllers:
+                provider = await stack.enter_async_context(inmemory_provider(options, kube=kube))
+                setup_infrastructure_controller(
+                    manager=manager,
+                    namespace=options.namespace,
+                    adapter=InMemoryPoolAdapter(),
+                    provider=provider,
+                    recorder=recorder,
+                    concurrency=options.concurrency,
+                    reconcile_timeout=options.reconcile_timeout,
+                    registry=manager.registry,
+                )
+            await stack.enter_async_context(recorder)
+            return await _run_manager(manager, shutdown=shutdown.requested)
+
+
+async def _run_manager(manager: Manager, *, shutdown: asyncio.Event) -> int:
+    try:
+        await manager.run(shutdown=shutdown)
+    except LeadershipLost as exc:
+        _log.error("leader election lost, exiting", reason=str(exc))
+        return 1
+    except BindError as exc:
+        raise StartupError(str(exc)) from exc
     _log.info("stopped")
     return 0
+
+
+@contextlib.asynccontextmanager
+async def inmemory_provider(
+    options: RunOptions, *, kube: KubeClient
+) -> AsyncIterator[InstanceGroupProvider]:
+    """The in-memory cloud: a remote simulator, or one running inside this process."""
+    if options.inmemory_endpoint:
+        async with InMemoryProvider(base_url=options.inmemory_endpoint) as remote:
+            yield remote
+        return
+    registrar = KubeNodeRegistrar(management=kube)
+    async with Simulator(registrar=registrar, state_file=options.inmemory_state_file) as sim:
+        yield sim

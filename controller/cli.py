@@ -71,6 +71,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run_async(lambda: run_controller(options))
 
 
+def _cmd_simulator(args: argparse.Namespace) -> int:
+    from controller.providers.inmemory.process import run_simulator
+
+    return _run_async(
+        lambda: run_simulator(
+            listen=args.listen, state_file=args.state_file, kubeconfig=args.kubeconfig
+        )
+    )
+
+
 def _cmd_local_cluster(args: argparse.Namespace) -> int:
     from controller.local_cluster import run_local_cluster
 
@@ -104,6 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the controller against a management cluster")
     add_run_arguments(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "simulator", help="run the in-memory cloud simulator as its own process (HTTP API)"
+    )
+    p.add_argument("--listen", default="127.0.0.1:8090", help="HOST:PORT (default: %(default)s)")
+    p.add_argument(
+        "--state-file", type=Path, default=None,
+        help="keep the simulated cloud here across restarts (default: memory only)",
+    )  # fmt: skip
+    p.add_argument(
+        "--kubeconfig", type=Path, default=None,
+        help="management cluster, to find <cluster>-kubeconfig Secrets and register Nodes "
+        "(default: $KUBECONFIG, else in-cluster, else no Nodes)",
+    )  # fmt: skip
+    p.set_defaults(func=_cmd_simulator)
 
     p = sub.add_parser("crds", help="print the CRDs generated from the API models")
     p.add_argument(

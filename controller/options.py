@@ -20,9 +20,9 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-#: The reconcilers ``--controllers`` can select (the infrastructure half comes with the
-#: provider reconciler).
-CONTROLLERS = ("machinepool",)
+#: The reconcilers ``--controllers`` can select: the core MachinePool half and the
+#: infrastructure half (one reconciler per infra kind, here InMemoryMachinePool).
+CONTROLLERS = ("machinepool", "infrastructure")
 
 
 class OptionError(ValueError):
@@ -73,7 +73,9 @@ class RunOptions:
     graceful_shutdown_timeout: float
     log_format: str
     log_level: str
-    controllers: tuple[str, ...] = ("machinepool",)
+    controllers: tuple[str, ...] = CONTROLLERS
+    inmemory_endpoint: str | None = None
+    inmemory_state_file: Path | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -96,6 +98,8 @@ class RunOptions:
             log_format=args.log_format,
             log_level=args.log_level,
             controllers=tuple(c.strip() for c in args.controllers.split(",") if c.strip()),
+            inmemory_endpoint=args.inmemory_endpoint or None,
+            inmemory_state_file=args.inmemory_state_file,
         )
         options.check()
         return options
@@ -124,6 +128,10 @@ class RunOptions:
                 parse_bind_address(address)
             except ValueError as exc:
                 raise OptionError(f"{flag}: {exc}") from None
+        if self.inmemory_endpoint and not re.match(r"^https?://", self.inmemory_endpoint):
+            raise OptionError(
+                f"--inmemory-endpoint {self.inmemory_endpoint!r} is not an http(s):// URL"
+            )
         if self.kubeconfig is not None and not self.kubeconfig.is_file():
             raise OptionError(f"--kubeconfig {self.kubeconfig}: no such file")
         if self.leader_elect:
@@ -235,6 +243,23 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("json", "console"),
         default="json",
         help="log format (default: json)",
+    )
+    add(
+        "--controllers",
+        default=",".join(CONTROLLERS),
+        help=f"comma-separated reconcilers to run (default: all: {','.join(CONTROLLERS)})",
+    )
+    add(
+        "--inmemory-endpoint",
+        default="",
+        help="URL of a `machinepool-controller simulator` serving InMemoryMachinePools "
+        "(default: run the simulator inside this process)",
+    )
+    add(
+        "--inmemory-state-file",
+        type=Path,
+        default=None,
+        help="where the in-process simulator keeps its state across restarts (default: memory)",
     )
     add(
         "--log-level",
