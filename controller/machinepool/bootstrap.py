@@ -1,10 +1,11 @@
 """Bootstrap: is the pool's bootstrap data ready, and where is it?
 
 Either ``template.spec.bootstrap.dataSecretName`` names a Secret the user provides (ready as
-soon as that Secret exists), or ``configRef`` points at a bootstrap config (e.g. a
-KubeadmConfig) that publishes ``status.dataSecretName`` once its data is created
-(``status.initialization.dataSecretCreated`` in the v1beta2 contract, ``status.ready`` in
-v1beta1).
+soon as that Secret exists: looked up in the cache of Secrets labelled with a cluster name,
+else with one GET, since user Secrets often carry no labels), or ``configRef`` points at a
+bootstrap config (e.g. a KubeadmConfig) that publishes ``status.dataSecretName`` once its
+data is created (``status.initialization.dataSecretCreated`` in the v1beta2 contract,
+``status.ready`` in v1beta1).
 
 Writes ``status.initialization.bootstrapDataSecretCreated`` and the ``BootstrapConfigReady``
 condition (v1beta2) / ``BootstrapReady`` (v1beta1). A missing config or Secret is a
@@ -19,6 +20,7 @@ from controller.machinepool.scope import PoolScope
 from controller.runtime.conditions import Cond
 from controller.runtime.discovery import UnknownKindError
 from controller.runtime.informer import Informer
+from controller.runtime.kube import SECRETS, ApiError, KubeClient
 
 
 async def reconcile_bootstrap(
@@ -61,8 +63,14 @@ async def reconcile_bootstrap(
             template_spec.setdefault("bootstrap", {})["dataSecretName"] = secret_name
     elif bootstrap.data_secret_name:
         key = f"{scope.namespace}/{bootstrap.data_secret_name}"
-        if secrets is not None and secrets.synced and key not in secrets.store:
+        if not await _secret_exists(
+            kube=external.kube, secrets=secrets, namespace=scope.namespace,
+            name=bootstrap.data_secret_name,
+        ):  # fmt: skip
             init["bootstrapDataSecretCreated"] = False
+            # A labelled Secret's arrival re-queues the pool; an unlabelled one is not
+            # watched, so look again in a while.
+            scope.requeue(15.0)
             return _not_ready(
                 scope,
                 reason="BootstrapSecretNotFound",
@@ -79,6 +87,22 @@ async def reconcile_bootstrap(
     init["bootstrapDataSecretCreated"] = True
     scope.condition(Cond(type="BootstrapConfigReady", status="True", reason="Ready"))
     scope.v1beta1_condition(Cond(type="BootstrapReady", status="True", reason=""))
+    return True
+
+
+async def _secret_exists(
+    *, kube: KubeClient, secrets: Informer | None, namespace: str, name: str
+) -> bool:
+    """From the cache of labelled Secrets when it has it, else one GET (user Secrets often
+    carry no labels)."""
+    if secrets is not None and f"{namespace}/{name}" in secrets.store:
+        return True
+    try:
+        await kube.get(SECRETS, namespace=namespace, name=name)
+    except ApiError as exc:
+        if exc.not_found:
+            return False
+        raise
     return True
 
 

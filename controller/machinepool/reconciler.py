@@ -61,6 +61,7 @@ class MachinePoolReconciler:
         clusters: Informer,
         external: ExternalObjects,
         workloads: WorkloadClusters,
+        secrets: Informer | None = None,
         recorder: EventRecorder | None = None,
     ) -> None:
         self.kube = kube
@@ -68,6 +69,7 @@ class MachinePoolReconciler:
         self.clusters = clusters
         self.external = external
         self.workloads = workloads
+        self.secrets = secrets
         self.recorder = recorder
 
     async def reconcile(self, key: str) -> Result:
@@ -128,7 +130,7 @@ class MachinePoolReconciler:
             phases = (
                 (
                     "bootstrap",
-                    reconcile_bootstrap(scope=scope, external=self.external, secrets=None),
+                    reconcile_bootstrap(scope=scope, external=self.external, secrets=self.secrets),
                 ),
                 ("infrastructure", reconcile_infrastructure(scope=scope, external=self.external)),
             )

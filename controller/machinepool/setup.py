@@ -6,8 +6,9 @@ Event sources, each mapped to the MachinePool keys it concerns:
 - Clusters → the pools in that namespace whose ``spec.clusterName`` is the Cluster (pause
   and un-pause, a Cluster that appears after its pools);
 - infrastructure pools of the kinds this process knows → their controller owner;
-- kubeconfig Secrets (label ``cluster.x-k8s.io/cluster-name``) → start/stop the workload
-  cluster connection (:mod:`controller.workload.clusters`);
+- Secrets labelled ``cluster.x-k8s.io/cluster-name``: kubeconfig Secrets start/stop the
+  workload cluster connection (:mod:`controller.workload.clusters`); bootstrap data Secrets
+  map to the pools that name them in ``dataSecretName``;
 - workload Nodes → the pools whose ``spec.providerIDList`` holds the Node's provider ID
   (an index on the pool cache, so a Node event costs a dict lookup), or that the Node's
   owner annotations name (for a Node whose provider ID has already left the list).
@@ -33,10 +34,18 @@ from controller.workload.clusters import ClusterKey, WorkloadClusters
 
 PROVIDER_ID_INDEX = "providerID"
 CLUSTER_INDEX = "cluster"
+BOOTSTRAP_SECRET_INDEX = "bootstrapSecret"
 
 
 def _pool_provider_ids(obj: Obj) -> Iterable[str]:
     return list((obj.get("spec") or {}).get("providerIDList") or [])
+
+
+def _pool_bootstrap_secret(obj: Obj) -> Iterable[str]:
+    meta = obj.get("metadata", {})
+    spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    name = (spec.get("bootstrap") or {}).get("dataSecretName")
+    return [f"{meta.get('namespace')}/{name}"] if name else []
 
 
 def _pool_cluster(obj: Obj) -> Iterable[str]:
@@ -66,6 +75,7 @@ def setup_machinepool_controller(
     pools = manager.informer(MACHINE_POOL, namespace=namespace)
     pools.store.add_index(name=PROVIDER_ID_INDEX, func=_pool_provider_ids)
     pools.store.add_index(name=CLUSTER_INDEX, func=_pool_cluster)
+    pools.store.add_index(name=BOOTSTRAP_SECRET_INDEX, func=_pool_bootstrap_secret)
     clusters = manager.informer(CLUSTER, namespace=namespace)
     secrets = manager.informer(
         WorkloadClusters.secrets_resource(),
@@ -102,6 +112,7 @@ def setup_machinepool_controller(
         clusters=clusters,
         external=external,
         workloads=workloads,
+        secrets=secrets,
         recorder=recorder,
     )
     controller = Controller(
@@ -116,6 +127,10 @@ def setup_machinepool_controller(
     controller.watch(
         clusters,
         lambda e: [_key(p) for p in pools.store.by_index(name=CLUSTER_INDEX, value=e.key)],
+    )
+    controller.watch(
+        secrets,
+        lambda e: [_key(p) for p in pools.store.by_index(name=BOOTSTRAP_SECRET_INDEX, value=e.key)],
     )
     for informer in infra_informers.values():
         controller.watch(informer, _owner_pool_keys)

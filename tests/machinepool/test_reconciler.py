@@ -361,3 +361,167 @@ async def test_deletion_removes_infra_and_nodes_then_the_pool(env: Env) -> None:
     with pytest.raises(ApiError) as err:
         await env.kube.get(IN_MEMORY_MACHINE_POOL, namespace=env.namespace, name="p1")
     assert err.value.not_found
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """A bad input, the condition it must produce, and the fix that must clear it."""
+
+    name: str
+    condition: str
+    reason: str
+    fix_condition: str
+    fix_status: str
+
+
+async def _make_bad(env: Env, case: str) -> None:
+    ns = env.namespace
+    if case == "unknown infrastructure kind":
+        await env.create_pool(replicas=1)
+        await env.kube.merge_patch(
+            MACHINE_POOL, namespace=ns, name="p1",
+            patch={"spec": {"template": {"spec": {"infrastructureRef": {
+                "apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "NoSuchMachinePool",
+                "name": "p1"}}}}},
+        )  # fmt: skip
+    elif case == "missing infrastructure object":
+        await env.create_pool(replicas=1)
+        await env.kube.delete(IN_MEMORY_MACHINE_POOL, namespace=ns, name="p1")
+    elif case == "missing bootstrap secret":
+        await env.create_pool(replicas=1)
+        await env.kube.merge_patch(
+            MACHINE_POOL, namespace=ns, name="p1",
+            patch={"spec": {"template": {"spec": {"bootstrap": {"dataSecretName": "later"}}}}},
+        )  # fmt: skip
+    elif case == "provider reports a failure":
+        await env.create_pool(replicas=1)
+        await env.provide("p1", [0])
+        await env.kube.merge_patch(
+            IN_MEMORY_MACHINE_POOL, namespace=ns, name="p1", subresource="status",
+            patch={"status": {"failureReason": "InsufficientCapacity",
+                              "failureMessage": "no capacity in zone-a"}},
+        )  # fmt: skip
+    elif case == "providerID matching no Node":
+        await env.create_pool(replicas=1)
+        await env.provide("p1", [7])
+    else:
+        raise AssertionError(case)
+
+
+async def _fix(env: Env, case: str) -> None:
+    ns = env.namespace
+    if case == "unknown infrastructure kind":
+        await env.kube.merge_patch(
+            MACHINE_POOL, namespace=ns, name="p1",
+            patch={"spec": {"template": {"spec": {"infrastructureRef": {
+                "apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "InMemoryMachinePool",
+                "name": "p1"}}}}},
+        )  # fmt: skip
+        await env.provide("p1", [0])
+    elif case == "missing infrastructure object":
+        await env.kube.create(
+            IN_MEMORY_MACHINE_POOL, namespace=ns, body={"metadata": {"name": "p1"}, "spec": {}}
+        )
+        await env.provide("p1", [0])
+    elif case == "missing bootstrap secret":
+        await env.kube.create(
+            SECRETS, namespace=ns,
+            body={"metadata": {"name": "later",
+                               "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
+                  "stringData": {"value": "x"}},
+        )  # fmt: skip
+    elif case == "provider reports a failure":
+        await env.kube.merge_patch(
+            IN_MEMORY_MACHINE_POOL, namespace=ns, name="p1", subresource="status",
+            patch={"status": {"failureReason": None, "failureMessage": None}},
+        )  # fmt: skip
+    elif case == "providerID matching no Node":
+        await env.kubelet(7)
+
+
+BAD_INPUTS = [
+    BadInput("unknown infrastructure kind", "InfrastructureReady", "InvalidInfrastructureRef",
+             "InfrastructureReady", "True"),
+    BadInput("missing infrastructure object", "InfrastructureReady", "InfrastructureNotFound",
+             "InfrastructureReady", "True"),
+    BadInput("missing bootstrap secret", "BootstrapConfigReady", "BootstrapSecretNotFound",
+             "BootstrapConfigReady", "True"),
+    BadInput("provider reports a failure", "InfrastructureReady", "InsufficientCapacity",
+             "InfrastructureReady", "True"),
+    BadInput("providerID matching no Node", "MachinesReady", "WaitingForNodes",
+             "MachinesReady", "True"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=lambda c: c.name)
+async def test_bad_input_is_a_condition_that_clears_by_itself(env: Env, case: BadInput) -> None:
+    await _make_bad(env, case.name)
+
+    async def reported() -> bool:
+        cond = _cond(await env.pool("p1"), case.condition)
+        return cond is not None and cond["status"] != "True" and cond["reason"] == case.reason
+
+    await until(reported, what=f"{case.condition} reason {case.reason}")
+    pool = await env.pool("p1")
+    cond = _cond(pool, case.condition)
+    assert cond is not None
+    assert cond["message"]
+    if case.name == "provider reports a failure":
+        v1 = pool["status"]["deprecated"]["v1beta1"]
+        assert v1["failureReason"] == "InsufficientCapacity"
+        assert "no capacity in zone-a" in v1["failureMessage"]
+    if case.name == "providerID matching no Node":
+        assert env.provider_id(7) in cond["message"]
+
+    # No hot loop while the input stays bad: a handful of reconciles, not hundreds.
+    before = sum(
+        env.metric("controller_runtime_reconcile_total", controller="machinepool", result=r)
+        for r in ("success", "error", "requeue", "requeue_after")
+    )
+    await asyncio.sleep(2)
+    after = sum(
+        env.metric("controller_runtime_reconcile_total", controller="machinepool", result=r)
+        for r in ("success", "error", "requeue", "requeue_after")
+    )
+    assert after - before <= 3
+
+    await _fix(env, case.name)
+
+    async def cleared() -> bool:
+        fixed = _cond(await env.pool("p1"), case.fix_condition)
+        return fixed is not None and fixed["status"] == case.fix_status
+
+    await until(cleared, what=f"{case.fix_condition}={case.fix_status} after the fix")
+
+
+async def test_deletion_with_an_unreachable_workload_cluster_gives_up_on_nodes(
+    env: Env,
+) -> None:
+    await env.create_pool(replicas=1)
+    await env.kube.merge_patch(
+        MACHINE_POOL, namespace=env.namespace, name="p1",
+        patch={"spec": {"template": {"spec": {"deletion": {"nodeDeletionTimeoutSeconds": 2}}}}},
+    )  # fmt: skip
+    await env.provide("p1", [0])
+    await env.kubelet(0)
+
+    async def has_ref() -> bool:
+        return bool((await env.pool("p1")).get("status", {}).get("nodeRefs"))
+
+    await until(has_ref, what="a node ref")
+    # The workload cluster becomes unreachable: its kubeconfig Secret goes away.
+    await env.kube.delete(SECRETS, namespace=env.namespace, name="c1-kubeconfig")
+    await env.kube.delete(MACHINE_POOL, namespace=env.namespace, name="p1")
+
+    async def gone() -> bool:
+        try:
+            await env.pool("p1")
+        except ApiError as exc:
+            return exc.not_found
+        return False
+
+    await until(gone, timeout=20, what="deletion to finish despite the unreachable cluster")
+    assert await env.node_exists(0)  # left behind, as nodeDeletionTimeoutSeconds allows
