@@ -9,6 +9,7 @@ import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry
 
 from controller.runtime.controller import (
@@ -216,3 +217,27 @@ async def test_metric_names_and_labels_match_controller_runtime() -> None:
             _value(reg, "controller_runtime_reconcile_time_seconds_count", controller="test") == 1
         )
         assert _value(reg, "workqueue_adds_total", name="test", controller="test") == 1
+
+
+async def test_every_log_line_of_a_reconcile_carries_the_key_and_a_reconcile_id() -> None:
+    log = structlog.get_logger("test")
+
+    async def chatty(key: str, n: int) -> Result:
+        log.info("inside the reconcile")
+        raise ReconcileError("and it failed")
+
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars]
+    ) as logs:
+        async with running(chatty, concurrency=1) as (ctrl, rec, _):
+            ctrl.enqueue("ns/pool-1")
+            await rec.wait_calls(2)
+    inside = [e for e in logs if e["event"] == "inside the reconcile"]
+    failed = [e for e in logs if e["event"] == "reconcile failed"]
+    assert inside
+    assert failed
+    for entry in inside + failed:
+        assert entry["key"] == "ns/pool-1"
+        assert entry["controller"] == "test"
+        assert len(entry["reconcile_id"]) == 12
+    assert inside[0]["reconcile_id"] != inside[1]["reconcile_id"]
