@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -233,3 +236,26 @@ async def test_replicas_managed_by_copies_the_group_size_back(env: Env, annotati
         )
 
     await until(followed, timeout=60, what="spec.replicas following the group")
+
+
+async def test_kubectl_scale_works_as_cluster_autoscaler_and_people_use_it(
+    env: Env, kubeconfig_path: str
+) -> None:
+    await _create_pool(env, replicas=1)
+    await until(lambda: env.converged(1), timeout=60, what="1 replica")
+    kubectl = Path(sys.executable).parent / "kubectl"
+    proc = await asyncio.create_subprocess_exec(
+        str(kubectl), "scale", "machinepool", "p1", "--replicas=3", "-n", env.namespace,
+        env={**os.environ, "KUBECONFIG": kubeconfig_path},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert b"scaled" in out
+    await until(lambda: env.converged(3), timeout=60, what="3 replicas after kubectl scale")
+    proc = await asyncio.create_subprocess_exec(
+        str(kubectl), "get", "mp", "p1", "-n", env.namespace, "--no-headers",
+        env={**os.environ, "KUBECONFIG": kubeconfig_path}, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert b"Running" in out
