@@ -91,9 +91,9 @@ class InMemoryInstanceTemplate(ApiModel):
     instance_type: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     """Instance type label, e.g. `small`."""
     boot_delay_seconds: _NonNegativeInt32 | None = None
-    """Seconds from launch until an instance is running (default 0)."""
+    """Seconds from launch until an instance is running, ±20% jitter (default 1)."""
     ready_delay_seconds: _NonNegativeInt32 | None = None
-    """Seconds from running until the instance's Node is ready (default 0)."""
+    """Seconds from the Node's registration until it is Ready (default 1)."""
     failure_rate: Annotated[float, Field(ge=0, le=1)] | None = None
     """Probability (0..1) that a launch fails (default 0)."""
     zones: Annotated[
