@@ -4,60 +4,32 @@ restarted, and the pool still converges with no duplicate instance and no lost r
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
-from controller.api.kinds import CLUSTER, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
-from controller.runtime.kube import NODES, SECRETS, KubeClient, RestMetrics
+from controller.api.kinds import MACHINE_POOL
+from controller.runtime.kube import NODES, KubeClient, RestMetrics
 from controller.testing import ControlPlane
 from controller.testing.ports import free_port
+from controller.testing.scenario import create_inmemory_pool, create_workload_cluster
 from controller.testing.waiting import until
 from tests.test_cli import spawned
 
 
 async def _setup(kube: KubeClient, control_plane: ControlPlane, ns: str, replicas: int) -> None:
-    kubeconfig = yaml.safe_dump(control_plane.kubeconfig()).encode()
-    await kube.create(CLUSTER, namespace=ns, body={"metadata": {"name": "c1"}, "spec": {}})
-    await kube.create(
-        SECRETS,
+    await create_workload_cluster(kube=kube, control_plane=control_plane, namespace=ns)
+    await create_inmemory_pool(
+        kube=kube,
         namespace=ns,
-        body={
-            "metadata": {"name": "c1-kubeconfig",
-                         "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
-            "data": {"value": base64.b64encode(kubeconfig).decode()},
-        },
-    )  # fmt: skip
-    await kube.create(
-        IN_MEMORY_MACHINE_POOL, namespace=ns,
-        body={"metadata": {"name": "p1"},
-              "spec": {"template": {"version": "1", "bootDelaySeconds": 1,
-                                    "readyDelaySeconds": 0}}},
-    )  # fmt: skip
-    await kube.create(
-        MACHINE_POOL,
-        namespace=ns,
-        body={
-            "metadata": {"name": "p1"},
-            "spec": {
-                "clusterName": "c1",
-                "replicas": replicas,
-                "template": {"spec": {
-                    "clusterName": "c1", "version": "v1.35.4",
-                    "bootstrap": {"dataSecretName": "boot"},
-                    "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
-                                          "kind": "InMemoryMachinePool", "name": "p1"},
-                }},
-            },
-        },
-    )  # fmt: skip
+        replicas=replicas,
+        template={"version": "1", "bootDelaySeconds": 1, "readyDelaySeconds": 0},
+    )
 
 
 async def _group(port: int, name: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ in the workload cluster, here the same API server reached through <cluster>-kube
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import yaml
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +20,7 @@ from controller.machinepool.setup import setup_machinepool_controller
 from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, RestMetrics
 from controller.runtime.manager import Manager, ManagerOptions
 from controller.testing import ControlPlane
+from controller.testing.scenario import create_workload_cluster, machine_pool_body
 from controller.testing.waiting import until
 
 Obj = dict[str, Any]
@@ -55,24 +54,7 @@ class Env:
         await self.kube.create(
             MACHINE_POOL,
             namespace=ns,
-            body={
-                "metadata": {"name": name},
-                "spec": {
-                    "clusterName": cluster,
-                    "replicas": replicas,
-                    "template": {
-                        "spec": {
-                            "clusterName": cluster,
-                            "bootstrap": {"dataSecretName": "boot"},
-                            "infrastructureRef": {
-                                "apiGroup": "infrastructure.cluster.x-k8s.io",
-                                "kind": "InMemoryMachinePool",
-                                "name": name,
-                            },
-                        }
-                    },
-                },
-            },
+            body=machine_pool_body(name=name, cluster=cluster, replicas=replicas),
         )
 
     async def provide(self, name: str, ids: list[int]) -> None:
@@ -171,19 +153,7 @@ async def env(
 ) -> AsyncIterator[Env]:
     registry = CollectorRegistry()
     kube = KubeClient(api=api_client, metrics=RestMetrics(registry=registry))
-    kubeconfig = yaml.safe_dump(control_plane.kubeconfig()).encode()
-    await kube.create(CLUSTER, namespace=namespace, body={"metadata": {"name": "c1"}, "spec": {}})
-    await kube.create(
-        SECRETS,
-        namespace=namespace,
-        body={
-            "metadata": {
-                "name": "c1-kubeconfig",
-                "labels": {"cluster.x-k8s.io/cluster-name": "c1"},
-            },
-            "data": {"value": base64.b64encode(kubeconfig).decode()},
-        },
-    )
+    await create_workload_cluster(kube=kube, control_plane=control_plane, namespace=namespace)
     await kube.create(
         SECRETS,
         namespace=namespace,

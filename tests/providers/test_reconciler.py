@@ -5,7 +5,6 @@ local API server, reached through <cluster>-kubeconfig)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import sys
@@ -17,11 +16,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import yaml
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
-from controller.api.kinds import CLUSTER, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
+from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE_POOL
 from controller.machinepool.setup import setup_machinepool_controller
 from controller.providers.base import Instance
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
@@ -29,9 +27,10 @@ from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
 from controller.providers.reconciler import order_for_removal
 from controller.providers.setup import setup_infrastructure_controller
-from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, RestMetrics
+from controller.runtime.kube import NODES, ApiError, KubeClient, RestMetrics
 from controller.runtime.manager import Manager, ManagerOptions
 from controller.testing import ControlPlane
+from controller.testing.scenario import create_inmemory_pool, create_workload_cluster
 from controller.testing.waiting import until
 
 Obj = dict[str, Any]
@@ -97,17 +96,7 @@ async def env(
 ) -> AsyncIterator[Env]:
     registry = CollectorRegistry()
     kube = KubeClient(api=api_client, metrics=RestMetrics(registry=registry))
-    kubeconfig = yaml.safe_dump(control_plane.kubeconfig()).encode()
-    await kube.create(CLUSTER, namespace=namespace, body={"metadata": {"name": "c1"}, "spec": {}})
-    await kube.create(
-        SECRETS,
-        namespace=namespace,
-        body={
-            "metadata": {"name": "c1-kubeconfig",
-                         "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
-            "data": {"value": base64.b64encode(kubeconfig).decode()},
-        },
-    )  # fmt: skip
+    await create_workload_cluster(kube=kube, control_plane=control_plane, namespace=namespace)
     manager = Manager(
         kube=kube,
         registry=registry,
@@ -142,26 +131,9 @@ async def env(
 async def _create_pool(env: Env, *, replicas: int, **infra_spec: Any) -> None:
     template = {"version": "1", "bootDelaySeconds": 0, "readyDelaySeconds": 1,
                 "zones": ["zone-a", "zone-b"]}  # fmt: skip
-    await env.kube.create(
-        IN_MEMORY_MACHINE_POOL, namespace=env.namespace,
-        body={"metadata": {"name": "p1"}, "spec": {"template": template, **infra_spec}},
-    )  # fmt: skip
-    await env.kube.create(
-        MACHINE_POOL,
-        namespace=env.namespace,
-        body={
-            "metadata": {"name": "p1"},
-            "spec": {
-                "clusterName": "c1",
-                "replicas": replicas,
-                "template": {"spec": {
-                    "clusterName": "c1", "version": "v1.35.4",
-                    "bootstrap": {"dataSecretName": "boot"},
-                    "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
-                                          "kind": "InMemoryMachinePool", "name": "p1"},
-                }},
-            },
-        },
+    await create_inmemory_pool(
+        kube=env.kube, namespace=env.namespace, replicas=replicas, template=template,
+        **infra_spec,
     )  # fmt: skip
 
 
