@@ -36,6 +36,7 @@ async def reconcile_bootstrap(
         except UnknownKindError as exc:
             return _not_ready(scope, reason="InvalidConfigRef", message=str(exc), warn=True)
         if config is None:
+            scope.requeue(15.0)
             return _not_ready(
                 scope,
                 reason="BootstrapConfigNotFound",
@@ -52,6 +53,8 @@ async def reconcile_bootstrap(
         secret_name = status.get("dataSecretName")
         if not created or not secret_name:
             init["bootstrapDataSecretCreated"] = False
+            # Bootstrap config kinds are not watched yet (no dynamic informers): poll.
+            scope.requeue(10.0)
             return _not_ready(
                 scope,
                 reason="WaitingForDataSecret",

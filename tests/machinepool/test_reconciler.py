@@ -360,6 +360,15 @@ async def _make_bad(env: Env, case: str) -> None:
     elif case == "missing infrastructure object":
         await env.create_pool(replicas=1)
         await env.kube.delete(IN_MEMORY_MACHINE_POOL, namespace=ns, name="p1")
+    elif case == "unknown bootstrap config kind":
+        await env.create_pool(replicas=1)
+        await env.kube.merge_patch(
+            MACHINE_POOL, namespace=ns, name="p1",
+            patch={"spec": {"template": {"spec": {"bootstrap": {
+                "dataSecretName": None,
+                "configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "KubeadmConfig",
+                              "name": "p1"}}}}}},
+        )  # fmt: skip
     elif case == "missing bootstrap secret":
         await env.create_pool(replicas=1)
         await env.kube.merge_patch(
@@ -396,6 +405,12 @@ async def _fix(env: Env, case: str) -> None:
             IN_MEMORY_MACHINE_POOL, namespace=ns, body={"metadata": {"name": "p1"}, "spec": {}}
         )
         await env.provide("p1", [0])
+    elif case == "unknown bootstrap config kind":
+        await env.kube.merge_patch(
+            MACHINE_POOL, namespace=ns, name="p1",
+            patch={"spec": {"template": {"spec": {"bootstrap": {
+                "configRef": None, "dataSecretName": "boot"}}}}},
+        )  # fmt: skip
     elif case == "missing bootstrap secret":
         await env.kube.create(
             SECRETS, namespace=ns,
@@ -417,6 +432,8 @@ BAD_INPUTS = [
              "InfrastructureReady", "True"),
     BadInput("missing infrastructure object", "InfrastructureReady", "InfrastructureNotFound",
              "InfrastructureReady", "True"),
+    BadInput("unknown bootstrap config kind", "BootstrapConfigReady", "InvalidConfigRef",
+             "BootstrapConfigReady", "True"),
     BadInput("missing bootstrap secret", "BootstrapConfigReady", "BootstrapSecretNotFound",
              "BootstrapConfigReady", "True"),
     BadInput("provider reports a failure", "InfrastructureReady", "InsufficientCapacity",
