@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import CLUSTER, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
 from controller.machinepool.setup import setup_machinepool_controller
-from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, RestMetrics
+from controller.runtime.events import EventRecorder
+from controller.runtime.kube import EVENTS, NODES, SECRETS, ApiError, KubeClient, RestMetrics
 from controller.runtime.manager import Manager, ManagerOptions
 from controller.testing import ControlPlane
 from controller.testing.scenario import create_workload_cluster, machine_pool_body
@@ -166,27 +167,28 @@ async def env(
             metrics_address="0", health_address="0", graceful_shutdown_timeout=5
         ),
     )
-    setup_machinepool_controller(
-        manager=manager,
-        namespace=namespace,
-        infra_kinds=[IN_MEMORY_MACHINE_POOL],
-        recorder=None,
-        concurrency=4,
-        reconcile_timeout=30,
-        registry=registry,
-    )
-    shutdown = asyncio.Event()
-    task = asyncio.create_task(manager.run(shutdown=shutdown))
-    environment = Env(kube=kube, namespace=namespace, registry=registry, manager=manager)
-    try:
-        await until(manager.controllers_started.is_set, what="controllers")
-        yield environment
-    finally:
-        shutdown.set()
-        await asyncio.wait_for(task, 15)
-        for i in range(10):
-            with contextlib.suppress(ApiError):
-                await kube.delete(NODES, name=environment.node_name(i))
+    async with EventRecorder(kube=kube, series_patch_interval=0.2) as recorder:
+        setup_machinepool_controller(
+            manager=manager,
+            namespace=namespace,
+            infra_kinds=[IN_MEMORY_MACHINE_POOL],
+            recorder=recorder,
+            concurrency=4,
+            reconcile_timeout=30,
+            registry=registry,
+        )
+        shutdown = asyncio.Event()
+        task = asyncio.create_task(manager.run(shutdown=shutdown))
+        environment = Env(kube=kube, namespace=namespace, registry=registry, manager=manager)
+        try:
+            await until(manager.controllers_started.is_set, what="controllers")
+            yield environment
+        finally:
+            shutdown.set()
+            await asyncio.wait_for(task, 15)
+            for i in range(10):
+                with contextlib.suppress(ApiError):
+                    await kube.delete(NODES, name=environment.node_name(i))
 
 
 def _cond(obj: Obj, type_: str) -> Obj | None:
@@ -273,6 +275,18 @@ async def test_missing_cluster_is_a_condition_that_clears(env: Env) -> None:
         return cond is not None and cond["reason"] == "ClusterNotFound"
 
     await until(reported, what="ClusterNotFound")
+
+    async def warned() -> bool:
+        events = await env.kube.list(EVENTS, namespace=env.namespace)
+        return any(
+            e["reason"] == "ClusterNotFound"
+            and e["type"] == "Warning"
+            and e["regarding"]["kind"] == "MachinePool"
+            and "Cluster" in e["note"]
+            for e in events["items"]
+        )
+
+    await until(warned, what="a Warning Event ClusterNotFound on the MachinePool")
     await env.kube.create(
         CLUSTER, namespace=env.namespace, body={"metadata": {"name": "late"}, "spec": {}}
     )
