@@ -173,6 +173,8 @@ async def inmemory_provider(
         async with InMemoryProvider(base_url=options.inmemory_endpoint) as remote:
             yield remote
         return
-    registrar = KubeNodeRegistrar(management=kube)
-    async with Simulator(registrar=registrar, state_file=options.inmemory_state_file) as sim:
+    async with (
+        contextlib.aclosing(KubeNodeRegistrar(management=kube)) as registrar,
+        Simulator(registrar=registrar, state_file=options.inmemory_state_file) as sim,
+    ):
         yield sim

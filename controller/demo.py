@@ -1,34 +1,57 @@
-"""``make demo``: a local control plane with a MachinePool in it, shown on the terminal.
+"""``make demo``: the product on a laptop, start to finish, on a real control plane.
 
 Starts :class:`controller.testing.ControlPlane` (real etcd + kube-apiserver with our CRDs),
-applies ``examples/inmemory-machinepool.yaml`` (a Cluster, a bootstrap Secret, an
-InMemoryMachinePool and a MachinePool, written exactly as for Cluster API), reads the
-MachinePool back and prints it. With ``--keep`` it leaves the control plane running until
-Ctrl-C and prints the ``KUBECONFIG`` line for kubectl.
+runs the controller (both reconcilers, with the in-memory cloud simulator inside), applies
+``examples/inmemory-machinepool.yaml`` (a Cluster, a bootstrap Secret, an
+InMemoryMachinePool and a 3-replica MachinePool, written exactly as for Cluster API), and
+shows the pool converging in a live table; then scales it to 5, to 2, deletes it, prints a
+summary and exits 0. The workload cluster is the same local API server, reached through the
+Cluster's ``<name>-kubeconfig`` Secret, so the Nodes the simulated instances register are
+real Node objects.
 
-The demo grows with the product: once the reconciler exists it runs the controller and shows
-the pool converging and scaling.
+With ``--keep`` the control plane and the controller keep running after the pool is created
+and scaled, and the ``KUBECONFIG`` line for kubectl is printed; Ctrl-C ends it.
+
+Failure: a step that does not converge within its time limit ends the demo with exit 1 and
+says which step; the control plane is stopped either way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 from prometheus_client import CollectorRegistry
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
-from controller.api.kinds import ALL_KINDS
-from controller.runtime.kube import SECRETS, KubeClient, ResourceLike, RestMetrics
-from controller.runtime.signals import shutdown_on_signals
+from controller.api.kinds import ALL_KINDS, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
+from controller.machinepool.setup import setup_machinepool_controller
+from controller.providers.inmemory.adapter import InMemoryPoolAdapter
+from controller.providers.inmemory.simulator import Simulator
+from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.setup import setup_infrastructure_controller
+from controller.runtime.events import EventRecorder
+from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, ResourceLike, RestMetrics
+from controller.runtime.manager import Manager, ManagerOptions
+from controller.runtime.signals import Shutdown, shutdown_on_signals
 from controller.testing import ControlPlane
+from controller.testing.scenario import create_workload_cluster
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "inmemory-machinepool.yaml"
 KUBECONFIG_OUT = Path("demo.kubeconfig")
+NAMESPACE = "default"
+STEP_TIMEOUT = 120.0
+
+
+class DemoFailed(Exception):
+    """A step did not converge in time."""
 
 
 def _resources() -> dict[tuple[str, str], ResourceLike]:
@@ -51,6 +74,90 @@ async def apply_manifest(*, kube: KubeClient, path: Path, namespace: str) -> lis
     return applied
 
 
+class Demo:
+    def __init__(self, *, kube: KubeClient, console: Console, pool: str) -> None:
+        self.kube = kube
+        self.console = console
+        self.pool = pool
+        self.timeline: list[tuple[str, float]] = []
+
+    async def snapshot(self) -> dict[str, Any]:
+        try:
+            pool = await self.kube.get(MACHINE_POOL, namespace=NAMESPACE, name=self.pool)
+        except ApiError as exc:
+            if exc.not_found:
+                return {"gone": True}
+            raise
+        nodes = (await self.kube.list(NODES))["items"]
+        ready_nodes = sum(
+            1
+            for n in nodes
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
+        )
+        status = pool.get("status", {})
+        return {
+            "gone": False,
+            "phase": status.get("phase", "-"),
+            "desired": pool["spec"].get("replicas"),
+            "replicas": status.get("replicas", 0),
+            "ready": status.get("readyReplicas", 0),
+            "available": status.get("availableReplicas", 0),
+            "providerIDs": len(pool["spec"].get("providerIDList", [])),
+            "nodes": len(nodes),
+            "readyNodes": ready_nodes,
+        }
+
+    def table(self, title: str, snap: dict[str, Any], elapsed: float) -> Table:
+        table = Table(title=f"{title}  ({elapsed:4.1f}s)")
+        for column in ("phase", "desired", "replicas", "ready", "available", "providerIDs",
+                       "Nodes (Ready)"):  # fmt: skip
+            table.add_column(column, justify="right")
+        if snap.get("gone"):
+            table.add_row("deleted", "-", "-", "-", "-", "-", "-")
+        else:
+            table.add_row(
+                str(snap["phase"]), str(snap["desired"]), str(snap["replicas"]),
+                str(snap["ready"]), str(snap["available"]), str(snap["providerIDs"]),
+                f"{snap['nodes']} ({snap['readyNodes']})",
+            )  # fmt: skip
+        return table
+
+    async def step(self, title: str, *, want: int | None) -> None:
+        """Show the pool live until it has ``want`` ready replicas (None: until it is gone)."""
+        started = time.monotonic()
+        with Live(console=self.console, refresh_per_second=8, transient=False) as live:
+            while True:
+                snap = await self.snapshot()
+                elapsed = time.monotonic() - started
+                live.update(self.table(title, snap, elapsed))
+                done = (
+                    snap["gone"]
+                    if want is None
+                    else (
+                        not snap["gone"]
+                        and snap["phase"] == "Running"
+                        and snap["ready"] == want
+                        and snap["providerIDs"] == want
+                        and snap["readyNodes"] == want
+                    )
+                )
+                if done:
+                    self.timeline.append((title, elapsed))
+                    return
+                if elapsed > STEP_TIMEOUT:
+                    raise DemoFailed(f"{title!r} did not converge within {STEP_TIMEOUT:.0f}s")
+                await asyncio.sleep(0.25)
+
+    async def scale(self, replicas: int) -> None:
+        await self.kube.merge_patch(
+            MACHINE_POOL, namespace=NAMESPACE, name=self.pool, subresource="scale",
+            patch={"spec": {"replicas": replicas}},
+        )  # fmt: skip
+
+
 async def run_demo(*, keep: bool) -> int:
     console = Console()
     if not EXAMPLE.is_file():
@@ -60,32 +167,84 @@ async def run_demo(*, keep: bool) -> int:
         with console.status("starting a local control plane (etcd + kube-apiserver) ..."):
             cp = await stack.enter_async_context(ControlPlane())
         console.print(f"[green]control plane ready[/] in {cp.start_seconds:.1f}s at {cp.server}")
-        async with cp.api_client() as api:
-            kube = KubeClient(api=api, metrics=RestMetrics(registry=CollectorRegistry()))
-            applied = await apply_manifest(kube=kube, path=EXAMPLE, namespace="default")
-            table = Table(title=f"applied {EXAMPLE.name}")
-            for column in ("kind", "name", "details"):
-                table.add_column(column)
-            for obj in applied:
-                spec = obj.get("spec", {})
-                details = ""
-                if obj["kind"] == "MachinePool":
-                    details = (
-                        f"replicas={spec.get('replicas')} cluster={spec.get('clusterName')} "
-                        f"infra={spec['template']['spec']['infrastructureRef']['kind']}"
-                    )
-                table.add_row(obj["kind"], obj["metadata"]["name"], details)
-            console.print(table)
-            pool = next(o for o in applied if o["kind"] == "MachinePool")
-            console.print(yaml.safe_dump({"spec": pool["spec"]}, sort_keys=False))
+        api = await stack.enter_async_context(cp.api_client())
+        registry = CollectorRegistry()
+        kube = KubeClient(api=api, metrics=RestMetrics(registry=registry))
+        try:
+            return await _run(cp=cp, kube=kube, registry=registry, console=console,
+                              shutdown=shutdown, stack=stack, keep=keep)  # fmt: skip
+        except DemoFailed as exc:
+            console.print(f"[red]demo failed:[/] {exc}")
+            return 1
+
+
+async def _run(
+    *,
+    cp: ControlPlane,
+    kube: KubeClient,
+    registry: CollectorRegistry,
+    console: Console,
+    shutdown: Shutdown,
+    stack: contextlib.AsyncExitStack,
+    keep: bool,
+) -> int:
+    # The Cluster's kubeconfig Secret points at this same API server: it is the workload
+    # cluster too. The example manifest then adds its own Cluster object by the same name.
+    await create_workload_cluster(kube=kube, control_plane=cp, namespace=NAMESPACE, name="demo")
+    options = ManagerOptions(metrics_address="0", health_address="0", graceful_shutdown_timeout=5)
+    manager = Manager(kube=kube, registry=registry, options=options)
+    recorder = await stack.enter_async_context(EventRecorder(kube=kube))
+    registrar = await stack.enter_async_context(
+        contextlib.aclosing(KubeNodeRegistrar(management=kube))
+    )
+    simulator = await stack.enter_async_context(Simulator(registrar=registrar))
+    setup_machinepool_controller(
+        manager=manager, namespace=None, infra_kinds=[IN_MEMORY_MACHINE_POOL], recorder=recorder,
+        concurrency=10, reconcile_timeout=60, registry=registry,
+    )  # fmt: skip
+    setup_infrastructure_controller(
+        manager=manager, namespace=None, adapter=InMemoryPoolAdapter(), provider=simulator,
+        recorder=recorder, concurrency=10, reconcile_timeout=60, registry=registry,
+        busy_poll=0.5,
+    )  # fmt: skip
+    stopping = asyncio.Event()
+    running = asyncio.create_task(manager.run(shutdown=stopping))
+    try:
+        await manager.controllers_started.wait()
+        console.print(
+            "[green]controller running[/] (MachinePool + InMemoryMachinePool reconcilers)"
+        )
+        applied = await apply_manifest(kube=kube, path=EXAMPLE, namespace=NAMESPACE)
+        console.print(
+            "applied " + ", ".join(f"{o['kind']}/{o['metadata']['name']}" for o in applied)
+        )
+        pool = next(o for o in applied if o["kind"] == "MachinePool")["metadata"]["name"]
+        demo = Demo(kube=kube, console=console, pool=pool)
+        await demo.step("create 3 replicas", want=3)
+        await demo.scale(5)
+        await demo.step("scale to 5", want=5)
+        await demo.scale(2)
+        await demo.step("scale to 2", want=2)
         if keep:
             shutil.copyfile(cp.kubeconfig_path, KUBECONFIG_OUT)
             console.print(
-                f"export KUBECONFIG={KUBECONFIG_OUT.resolve()}\n"
-                "kubectl get mp,machines,inmemorymachinepools\n"
+                f"\nexport KUBECONFIG={KUBECONFIG_OUT.resolve()}\n"
+                "kubectl get mp,inmemorymachinepools,nodes\n"
                 "Press Ctrl-C to stop."
             )
             await shutdown.wait()
             KUBECONFIG_OUT.unlink(missing_ok=True)
-    console.print("[green]demo finished[/]")
-    return 0
+            return 0
+        await kube.delete(MACHINE_POOL, namespace=NAMESPACE, name=pool)
+        await demo.step("delete the pool", want=None)
+        summary = Table(title="summary")
+        summary.add_column("step")
+        summary.add_column("converged in", justify="right")
+        for title, seconds in demo.timeline:
+            summary.add_row(title, f"{seconds:.1f}s")
+        console.print(summary)
+        console.print("[green]demo finished[/]")
+        return 0
+    finally:
+        stopping.set()
+        await asyncio.wait_for(running, 30)

@@ -154,6 +154,8 @@ async def reconcile_noderefs(*, scope: PoolScope, workloads: WorkloadClusters) -
 
 
 async def _patch_node(*, scope: PoolScope, cluster_kube: KubeClient, node: dict[str, Any]) -> None:
+    """Owner annotations (merge patch) and removal of the uninitialized taint (a JSON patch
+    that tests the entry it removes), so neither races the kubelet's status updates."""
     meta = node["metadata"]
     annotations = meta.get("annotations") or {}
     wanted = {
@@ -162,15 +164,18 @@ async def _patch_node(*, scope: PoolScope, cluster_kube: KubeClient, node: dict[
         "cluster.x-k8s.io/owner-kind": "MachinePool",
         "cluster.x-k8s.io/owner-name": scope.name,
     }
-    patch: dict[str, Any] = {}
     changed = {k: v for k, v in wanted.items() if annotations.get(k) != v}
     if changed:
-        patch["metadata"] = {"annotations": changed}
-    taints = (node.get("spec") or {}).get("taints") or []
-    kept = [t for t in taints if t.get("key") != UNINITIALIZED_TAINT]
-    if len(kept) != len(taints):
-        patch["spec"] = {"taints": kept or None}
-    if patch:
         await cluster_kube.merge_patch(
-            NODES, name=meta["name"], patch=patch, resource_version=meta.get("resourceVersion")
+            NODES, name=meta["name"], patch={"metadata": {"annotations": changed}}
         )
+    taints = (node.get("spec") or {}).get("taints") or []
+    for index, taint in enumerate(taints):
+        if taint.get("key") == UNINITIALIZED_TAINT:
+            path = f"/spec/taints/{index}"
+            await cluster_kube.json_patch(
+                NODES, name=meta["name"],
+                ops=[{"op": "test", "path": path, "value": taint},
+                     {"op": "remove", "path": path}],
+            )  # fmt: skip
+            break

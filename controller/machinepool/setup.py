@@ -5,7 +5,8 @@ Event sources, each mapped to the MachinePool keys it concerns:
 - MachinePools themselves;
 - Clusters → the pools in that namespace whose ``spec.clusterName`` is the Cluster (pause
   and un-pause, a Cluster that appears after its pools);
-- infrastructure pools of the kinds this process knows → their controller owner;
+- infrastructure pools of the kinds this process knows → their controller owner, and the
+  pools whose ``infrastructureRef`` names them (before they are adopted);
 - Secrets labelled ``cluster.x-k8s.io/cluster-name``: kubeconfig Secrets start/stop the
   workload cluster connection (:mod:`controller.workload.clusters`); bootstrap data Secrets
   map to the pools that name them in ``dataSecretName``;
@@ -35,6 +36,7 @@ from controller.workload.clusters import ClusterKey, WorkloadClusters
 PROVIDER_ID_INDEX = "providerID"
 CLUSTER_INDEX = "cluster"
 BOOTSTRAP_SECRET_INDEX = "bootstrapSecret"
+INFRA_REF_INDEX = "infrastructureRef"
 
 
 def _pool_provider_ids(obj: Obj) -> Iterable[str]:
@@ -46,6 +48,22 @@ def _pool_bootstrap_secret(obj: Obj) -> Iterable[str]:
     spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
     name = (spec.get("bootstrap") or {}).get("dataSecretName")
     return [f"{meta.get('namespace')}/{name}"] if name else []
+
+
+def _ref_key(*, namespace: object, group: object, kind: object, name: object) -> str:
+    return f"{namespace}/{group}/{kind}/{name}"
+
+
+def _pool_infra_ref(obj: Obj) -> Iterable[str]:
+    spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    ref = spec.get("infrastructureRef") or {}
+    if not ref.get("name"):
+        return []
+    namespace = obj.get("metadata", {}).get("namespace")
+    return [
+        _ref_key(namespace=namespace, group=ref.get("apiGroup"), kind=ref.get("kind"),
+                 name=ref.get("name"))
+    ]  # fmt: skip
 
 
 def _pool_cluster(obj: Obj) -> Iterable[str]:
@@ -76,6 +94,7 @@ def setup_machinepool_controller(
     pools.store.add_index(name=PROVIDER_ID_INDEX, func=_pool_provider_ids)
     pools.store.add_index(name=CLUSTER_INDEX, func=_pool_cluster)
     pools.store.add_index(name=BOOTSTRAP_SECRET_INDEX, func=_pool_bootstrap_secret)
+    pools.store.add_index(name=INFRA_REF_INDEX, func=_pool_infra_ref)
     clusters = manager.informer(CLUSTER, namespace=namespace)
     secrets = manager.informer(
         WorkloadClusters.secrets_resource(),
@@ -132,8 +151,20 @@ def setup_machinepool_controller(
         secrets,
         lambda e: [_key(p) for p in pools.store.by_index(name=BOOTSTRAP_SECRET_INDEX, value=e.key)],
     )
+
+    def infra_to_pools(event: InformerEvent) -> list[str]:
+        # By owner, and by reference: an infra object created after its MachinePool is not
+        # owned yet, and the pool must learn that it now exists.
+        meta = event.obj.get("metadata", {})
+        api_version = str(event.obj.get("apiVersion", ""))
+        ref = _ref_key(namespace=meta.get("namespace"), group=api_version.split("/")[0],
+                       kind=event.obj.get("kind"), name=meta.get("name"))  # fmt: skip
+        keys = set(_owner_pool_keys(event))
+        keys.update(_key(p) for p in pools.store.by_index(name=INFRA_REF_INDEX, value=ref))
+        return sorted(keys)
+
     for informer in infra_informers.values():
-        controller.watch(informer, _owner_pool_keys)
+        controller.watch(informer, infra_to_pools)
     manager.add_controller(controller)
     manager.add_runnable(name="workload clusters", run=workloads.run)
     return MachinePoolController(controller=controller, reconciler=reconciler, workloads=workloads)

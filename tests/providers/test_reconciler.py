@@ -104,7 +104,10 @@ async def env(
             metrics_address="0", health_address="0", graceful_shutdown_timeout=5
         ),
     )
-    async with Simulator(registrar=KubeNodeRegistrar(management=kube), seed=1) as simulator:
+    async with (
+        contextlib.aclosing(KubeNodeRegistrar(management=kube)) as registrar,
+        Simulator(registrar=registrar, seed=1) as simulator,
+    ):
         setup_machinepool_controller(
             manager=manager, namespace=namespace, infra_kinds=[IN_MEMORY_MACHINE_POOL],
             recorder=None, concurrency=4, reconcile_timeout=30, registry=registry,
