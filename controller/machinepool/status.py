@@ -40,7 +40,9 @@ def update_status(scope: PoolScope) -> None:
     replicas = int(status.get("replicas") or 0)
     ready = int(status.get("readyReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
-    status.setdefault("upToDateReplicas", replicas)
+    # Without per-machine objects the contract does not say which instances run an old
+    # template; like Cluster API, count them all as up to date (Machines will refine this).
+    status["upToDateReplicas"] = replicas
     status["selector"] = (
         f"{CLUSTER_NAME_LABEL}={scope.pool.spec.cluster_name},"
         f"{POOL_NAME_LABEL}={pool_label_value(scope.name)}"
