@@ -42,6 +42,7 @@ from controller.runtime.controller import ReconcileError, Result, TerminalError
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer
 from controller.runtime.kube import ApiError, KubeClient
+from controller.runtime.patch import merge_patch
 from controller.workload.clusters import WorkloadClusters
 
 FINALIZER = "machinepool.cluster.x-k8s.io"
@@ -226,10 +227,7 @@ class MachinePoolReconciler:
             meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
         if succeeded and generation is not None:
             scope.status["observedGeneration"] = generation
-        before = original.get("status") or {}
-        after = scope.status
-        patch = {k: v for k, v in after.items() if before.get(k) != v}
-        patch.update({k: None for k in before if k not in after})
+        patch = merge_patch(original.get("status") or {}, scope.status)
         if patch:
             await self.kube.merge_patch(
                 MACHINE_POOL,

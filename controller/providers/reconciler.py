@@ -51,6 +51,7 @@ from controller.runtime.controller import ReconcileError, Result
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer
 from controller.runtime.kube import ApiError, KubeClient
+from controller.runtime.patch import merge_patch
 
 REPLICAS_MANAGED_BY = "cluster.x-k8s.io/replicas-managed-by"
 PAUSED_ANNOTATION = "cluster.x-k8s.io/paused"
@@ -287,9 +288,7 @@ class InfraPoolReconciler:
             await self.kube.merge_patch(
                 kind, namespace=meta["namespace"], name=meta["name"], patch={"spec": spec_patch}
             )
-        before = infra.get("status") or {}
-        patch = {k: v for k, v in status.items() if before.get(k) != v}
-        patch.update({k: None for k in before if k not in status})
+        patch = merge_patch(infra.get("status") or {}, status)
         if patch:
             await self.kube.merge_patch(
                 kind, namespace=meta["namespace"], name=meta["name"], subresource="status",

@@ -496,6 +496,10 @@ async def test_bad_input_is_a_condition_that_clears_by_itself(env: Env, case: Ba
         return fixed is not None and fixed["status"] == case.fix_status
 
     await until(cleared, what=f"{case.fix_condition}={case.fix_status} after the fix")
+    if case.name == "provider reports a failure":
+        v1 = (await env.pool("p1"))["status"]["deprecated"]["v1beta1"]
+        assert "failureReason" not in v1
+        assert "failureMessage" not in v1
 
 
 async def test_deletion_with_an_unreachable_workload_cluster_gives_up_on_nodes(
