@@ -40,6 +40,7 @@ from controller.machinepool.status import update_status
 from controller.runtime.conditions import Cond
 from controller.runtime.controller import ReconcileError, Result, TerminalError
 from controller.runtime.events import EventRecorder
+from controller.runtime.finalizers import add_finalizer, remove_finalizer
 from controller.runtime.informer import Informer
 from controller.runtime.kube import ApiError, KubeClient
 from controller.runtime.patch import merge_patch
@@ -89,7 +90,6 @@ class MachinePoolReconciler:
             scope = PoolScope.from_object(obj)
         except pydantic.ValidationError as exc:
             raise TerminalError(f"MachinePool {key} does not parse: {exc}") from exc
-        meta = scope.obj["metadata"]
         cluster_name = scope.pool.spec.cluster_name
         cluster = self.clusters.store.get(f"{scope.namespace}/{cluster_name}")
         scope.cluster = cluster
@@ -103,15 +103,10 @@ class MachinePoolReconciler:
             await self._write(scope, original=obj, succeeded=False)
             return Result()
 
-        if not scope.deleting and FINALIZER not in (meta.get("finalizers") or []):
-            await self.kube.merge_patch(
-                MACHINE_POOL,
-                namespace=scope.namespace,
-                name=scope.name,
-                patch={"metadata": {"finalizers": [*(meta.get("finalizers") or []), FINALIZER]}},
-                resource_version=meta["resourceVersion"],
-            )
-            return Result()
+        if not scope.deleting and await add_finalizer(
+            kube=self.kube, resource=MACHINE_POOL, obj=scope.obj, finalizer=FINALIZER
+        ):
+            return Result()  # the update re-queues us
         if cluster is not None:
             await self._ensure_cluster_link(scope, cluster)
 
@@ -198,19 +193,9 @@ class MachinePoolReconciler:
             scope.obj["metadata"] = updated["metadata"]
 
     async def _remove_finalizer(self, scope: PoolScope) -> None:
-        meta = scope.obj["metadata"]
-        kept = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
-        try:
-            await self.kube.merge_patch(
-                MACHINE_POOL,
-                namespace=scope.namespace,
-                name=scope.name,
-                patch={"metadata": {"finalizers": kept or None}},
-                resource_version=meta["resourceVersion"],
-            )
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
+        await remove_finalizer(
+            kube=self.kube, resource=MACHINE_POOL, obj=scope.obj, finalizer=FINALIZER
+        )
         self._emit(scope)
 
     async def _write(
@@ -223,8 +208,15 @@ class MachinePoolReconciler:
                 MACHINE_POOL, namespace=scope.namespace, name=scope.name,
                 patch={"spec": scope.spec_patch},
             )  # fmt: skip
-            generation = updated["metadata"].get("generation", generation)
+            new_generation = updated["metadata"].get("generation", generation)
             meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
+            if new_generation != generation:
+                # This reconcile observed the spec it just wrote: stamp the conditions with
+                # its generation now rather than in one more status write later.
+                for cond in scope.status.get("conditions", []):
+                    if cond.get("observedGeneration") == generation:
+                        cond["observedGeneration"] = new_generation
+                generation = new_generation
         if succeeded and generation is not None:
             scope.status["observedGeneration"] = generation
         patch = merge_patch(original.get("status") or {}, scope.status)

@@ -29,6 +29,7 @@ from controller.runtime.controller import Controller
 from controller.runtime.discovery import RestMapper, ServedResource
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer, InformerEvent
+from controller.runtime.kube import rest_metrics_for
 from controller.runtime.manager import Manager
 from controller.runtime.store import Obj
 from controller.workload.clusters import ClusterKey, WorkloadClusters
@@ -122,7 +123,7 @@ def setup_machinepool_controller(
             for key in _pools_for_node(pools, cluster, event.obj):
                 controller_box[0].enqueue(key)
 
-    workloads = WorkloadClusters(on_node_event=on_node)
+    workloads = WorkloadClusters(on_node_event=on_node, rest_metrics=rest_metrics_for(registry))
     secrets.add_handler(workloads.handle_secret_event)
     external = ExternalObjects(kube=kube, mapper=mapper, informers=infra_informers)
     reconciler = MachinePoolReconciler(

@@ -49,6 +49,7 @@ from controller.runtime import conditions
 from controller.runtime.conditions import Cond
 from controller.runtime.controller import ReconcileError, Result
 from controller.runtime.events import EventRecorder
+from controller.runtime.finalizers import add_finalizer, remove_finalizer
 from controller.runtime.informer import Informer
 from controller.runtime.kube import ApiError, KubeClient
 from controller.runtime.patch import merge_patch
@@ -150,12 +151,9 @@ class InfraPoolReconciler:
                 await self.provider.delete_group(name=name)
             except RetryableError as exc:
                 return self._retry(exc)
-            kept = [f for f in meta.get("finalizers") or [] if f != self.adapter.finalizer]
-            await self.kube.merge_patch(
-                kind, namespace=namespace, name=meta["name"],
-                patch={"metadata": {"finalizers": kept or None}},
-                resource_version=meta["resourceVersion"],
-            )  # fmt: skip
+            await remove_finalizer(
+                kube=self.kube, resource=kind, obj=infra, finalizer=self.adapter.finalizer
+            )
             return Result()
 
         owner = _owner_pool_name(infra)
@@ -165,14 +163,10 @@ class InfraPoolReconciler:
         cluster = self.clusters.store.get(f"{namespace}/{pool['spec'].get('clusterName')}")
         if self._paused(infra, pool, cluster):
             return Result()
-        if self.adapter.finalizer not in (meta.get("finalizers") or []):
-            await self.kube.merge_patch(
-                kind, namespace=namespace, name=meta["name"],
-                patch={"metadata": {"finalizers": [*(meta.get("finalizers") or []),
-                                                   self.adapter.finalizer]}},
-                resource_version=meta["resourceVersion"],
-            )  # fmt: skip
-            return Result()
+        if await add_finalizer(
+            kube=self.kube, resource=kind, obj=infra, finalizer=self.adapter.finalizer
+        ):
+            return Result()  # the update re-queues us
 
         status = copy.deepcopy(infra.get("status") or {})
         spec_patch: dict[str, Any] = {}

@@ -174,25 +174,39 @@ class ApiError(Exception):
 
 
 class RestMetrics:
-    """``rest_client_requests_total`` as client-go/controller-runtime export it."""
+    """``rest_client_requests_total`` as client-go/controller-runtime export it.
+
+    Every ``RestMetrics`` of one registry shares the same counter, so any number of clients
+    (the management cluster's, each workload cluster's) can count into one registry.
+    """
 
     def __init__(self, *, registry: CollectorRegistry = REGISTRY) -> None:
-        self.requests = Counter(
+        self.requests = _requests_counter(registry)
+
+
+_counters: dict[int, tuple[CollectorRegistry, Counter]] = {}
+
+
+def _requests_counter(registry: CollectorRegistry) -> Counter:
+    found = _counters.get(id(registry))
+    if found is None or found[0] is not registry:
+        counter = Counter(
             "rest_client_requests_total",
             "Number of HTTP requests, partitioned by status code, method, and host.",
             ["code", "method", "host"],
             registry=registry,
         )
+        found = _counters[id(registry)] = (registry, counter)
+    return found[1]
 
 
-_default_metrics: RestMetrics | None = None
+def rest_metrics_for(registry: CollectorRegistry = REGISTRY) -> RestMetrics:
+    """Request metrics on ``registry`` (shared with every other client counting there)."""
+    return RestMetrics(registry=registry)
 
 
 def default_rest_metrics() -> RestMetrics:
-    global _default_metrics
-    if _default_metrics is None:
-        _default_metrics = RestMetrics()
-    return _default_metrics
+    return RestMetrics(registry=REGISTRY)
 
 
 class KubeClient:

@@ -235,7 +235,17 @@ async def test_pool_reaches_running_with_node_refs(env: Env) -> None:
         t["key"] != "node.cluster.x-k8s.io/uninitialized" for t in node["spec"].get("taints", [])
     )
 
-    # Converged: an idle period makes no writes at all.
+    # Converged: an idle period makes no writes at all. The status can read converged a
+    # moment before the last Node's annotations are written, so first let writes settle.
+    settled = env.requests("PATCH")
+
+    async def quiet() -> bool:
+        nonlocal settled
+        await asyncio.sleep(0.5)
+        now, settled = settled, env.requests("PATCH")
+        return now == settled
+
+    await until(quiet, what="writes to settle")
     patches = env.requests("PATCH")
     reconciles = env.metric("controller_runtime_reconcile_total", controller="machinepool",
                             result="success")  # fmt: skip
