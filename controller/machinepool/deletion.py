@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from controller.machinepool.external import ExternalObjects
+from controller.machinepool.noderefs import retired_candidates
 from controller.machinepool.scope import PoolScope
 from controller.runtime.conditions import Cond
 from controller.runtime.kube import NODES, ApiError
@@ -54,9 +55,12 @@ async def reconcile_delete(
         str(scope.obj["metadata"]["deletionTimestamp"]).replace("Z", "+00:00")
     )
     elapsed = (datetime.now(UTC) - started).total_seconds()
-    node_refs = scope.status.get("nodeRefs") or []
+    cluster = workloads.get(ClusterKey(scope.namespace, scope.pool.spec.cluster_name))
+    node_refs: list[dict[str, object]] = list(scope.status.get("nodeRefs") or [])
+    if cluster is not None:
+        node_refs = [{"name": n["metadata"]["name"]}
+                     for n in retired_candidates(scope=scope, cluster=cluster)]  # fmt: skip
     if node_refs and (timeout == 0 or elapsed < timeout):
-        cluster = workloads.get(ClusterKey(scope.namespace, scope.pool.spec.cluster_name))
         if cluster is None:
             scope.condition(
                 Cond(
@@ -73,9 +77,9 @@ async def reconcile_delete(
             )
             scope.requeue(max(timeout - elapsed, 1.0) if timeout else 15.0)
             return False
-        for ref in node_refs:
+        for node_ref in node_refs:
             try:
-                await cluster.kube.delete(NODES, name=str(ref["name"]))
+                await cluster.kube.delete(NODES, name=str(node_ref["name"]))
             except ApiError as exc:
                 if not exc.not_found:
                     raise

@@ -26,7 +26,7 @@ from typing import Any
 from controller.machinepool.scope import PoolScope
 from controller.runtime.conditions import Cond
 from controller.runtime.kube import NODES, ApiError, KubeClient
-from controller.workload.clusters import ClusterKey, WorkloadClusters
+from controller.workload.clusters import ClusterKey, WorkloadCluster, WorkloadClusters
 
 UNINITIALIZED_TAINT = "node.cluster.x-k8s.io/uninitialized"
 OWNER_ANNOTATIONS = (
@@ -45,6 +45,21 @@ def _ready_since(node: dict[str, Any]) -> datetime | None:
                 return datetime.now(UTC)
             return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
     return None
+
+
+def retired_candidates(*, scope: PoolScope, cluster: WorkloadCluster) -> list[dict[str, Any]]:
+    """Nodes this pool has referenced: those in ``status.nodeRefs`` and those carrying its
+    owner annotations. The annotations make the answer independent of a status that a
+    reconcile on a slightly stale cache may not have seen yet."""
+    found: dict[str, dict[str, Any]] = {}
+    for ref in scope.status.get("nodeRefs") or []:
+        node = cluster.nodes.store.get(str(ref.get("name")))
+        if node is not None:
+            found[node["metadata"]["name"]] = node
+    for node in cluster.nodes_owned_by(kind="MachinePool", namespace=scope.namespace,
+                                       name=scope.name):  # fmt: skip
+        found[node["metadata"]["name"]] = node
+    return list(found.values())
 
 
 async def reconcile_noderefs(*, scope: PoolScope, workloads: WorkloadClusters) -> None:
@@ -75,10 +90,7 @@ async def reconcile_noderefs(*, scope: PoolScope, workloads: WorkloadClusters) -
         return
     ids = scope.provider_ids
     wanted = set(ids)
-    for ref in scope.status.get("nodeRefs") or []:
-        node = cluster.nodes.store.get(str(ref.get("name")))
-        if node is None:
-            continue
+    for node in retired_candidates(scope=scope, cluster=cluster):
         provider_id = (node.get("spec") or {}).get("providerID")
         if provider_id and provider_id not in wanted:
             try:
@@ -99,10 +111,11 @@ async def reconcile_noderefs(*, scope: PoolScope, workloads: WorkloadClusters) -
     versions: dict[str, int] = {}
     missing: list[str] = []
     for provider_id in ids:
-        node = cluster.node_for_provider_id(provider_id)
-        if node is None:
+        matched = cluster.node_for_provider_id(provider_id)
+        if matched is None:
             missing.append(provider_id)
             continue
+        node = matched
         meta = node["metadata"]
         refs.append({"apiVersion": "v1", "kind": "Node", "name": meta["name"], "uid": meta["uid"]})
         version = ((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion")

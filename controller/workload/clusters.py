@@ -37,6 +37,20 @@ from controller.runtime.store import Obj, by_provider_id
 CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
 KUBECONFIG_SUFFIX = "-kubeconfig"
 PROVIDER_ID_INDEX = "providerID"
+OWNER_INDEX = "owner"
+OWNER_KIND_ANNOTATION = "cluster.x-k8s.io/owner-kind"
+OWNER_NAME_ANNOTATION = "cluster.x-k8s.io/owner-name"
+OWNER_NAMESPACE_ANNOTATION = "cluster.x-k8s.io/cluster-namespace"
+
+
+def by_owner_annotation(node: Obj) -> list[str]:
+    """Index: ``<kind>/<namespace>/<name>`` of the owner a Node's annotations name."""
+    annotations = node.get("metadata", {}).get("annotations") or {}
+    kind = annotations.get(OWNER_KIND_ANNOTATION)
+    name = annotations.get(OWNER_NAME_ANNOTATION)
+    namespace = annotations.get(OWNER_NAMESPACE_ANNOTATION)
+    return [f"{kind}/{namespace}/{name}"] if kind and name and namespace else []
+
 
 _log = structlog.get_logger(__name__)
 
@@ -73,6 +87,10 @@ class WorkloadCluster:
     def node_for_provider_id(self, provider_id: str) -> Obj | None:
         found = self.nodes.store.by_index(name=PROVIDER_ID_INDEX, value=provider_id)
         return found[0] if found else None
+
+    def nodes_owned_by(self, *, kind: str, namespace: str, name: str) -> list[Obj]:
+        """Nodes whose owner annotations name this object (written when they were matched)."""
+        return self.nodes.store.by_index(name=OWNER_INDEX, value=f"{kind}/{namespace}/{name}")
 
 
 NodeHandler = Callable[[ClusterKey, InformerEvent], None]
@@ -174,6 +192,7 @@ class WorkloadClusters:
             backoff_initial=self._backoff_initial,
         )
         nodes.store.add_index(name=PROVIDER_ID_INDEX, func=by_provider_id)
+        nodes.store.add_index(name=OWNER_INDEX, func=by_owner_annotation)
         nodes.add_handler(lambda event: self._on_node_event(key, event))
         cluster = WorkloadCluster(key=key, api=api, kube=kube, nodes=nodes, secret_version=version)
         cluster.task = asyncio.create_task(nodes.run(), name=f"nodes {key}")

@@ -115,7 +115,7 @@ async def env(
         setup_infrastructure_controller(
             manager=manager, namespace=namespace, adapter=InMemoryPoolAdapter(),
             provider=simulator, recorder=None, concurrency=4, reconcile_timeout=30,
-            registry=registry, busy_poll=0.5,
+            registry=registry, busy_poll=0.5, steady_poll=3,
         )  # fmt: skip
         shutdown = asyncio.Event()
         task = asyncio.create_task(manager.run(shutdown=shutdown))
