@@ -48,6 +48,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "inmemory-machin
 KUBECONFIG_OUT = Path("demo.kubeconfig")
 NAMESPACE = "default"
 STEP_TIMEOUT = 120.0
+#: The demo applies manifests as a person would, not as the controller.
+DEMO_MANAGER = "machinepool-demo"
 
 
 class DemoFailed(Exception):
@@ -70,7 +72,11 @@ async def apply_manifest(*, kube: KubeClient, path: Path, namespace: str) -> lis
         resource = resources[(doc["apiVersion"], doc["kind"])]
         name = doc["metadata"]["name"]
         doc["metadata"].setdefault("namespace", namespace)
-        applied.append(await kube.apply(resource, namespace=namespace, name=name, body=doc))
+        applied.append(
+            await kube.apply(
+                resource, namespace=namespace, name=name, body=doc, field_manager=DEMO_MANAGER
+            )
+        )
     return applied
 
 

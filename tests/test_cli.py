@@ -207,7 +207,7 @@ async def test_crds_prints_every_generated_crd() -> None:
 
 @pytest.mark.usefixtures("control_plane")
 async def test_demo_exits_zero() -> None:
-    code, out, err = await _run("demo", timeout=120)
+    code, out, err = await _run("demo", timeout=240)
     assert code == 0, err
     assert "MachinePool" in out
     assert "demo finished" in out

@@ -1,8 +1,10 @@
 """Adding and removing one finalizer without racing other writers.
 
-Adding is a server-side apply of just ``metadata.finalizers: [ours]`` under our field
-manager: ``finalizers`` is a set-type list, so the API server merges our entry with everyone
-else's, and no resourceVersion precondition (which a cached object often fails) is needed.
+Adding is a server-side apply of just ``metadata.finalizers: [ours]`` under a field manager
+of its own (``<manager>/finalizer``, so this partial intent never competes with the
+controller's other writes): ``finalizers`` is a set-type list, so the API server merges our
+entry with everyone else's, and no resourceVersion precondition (which a cached object often
+fails) is needed.
 Removing is a JSON patch that tests the entry at its index and removes it, atomic on the
 server; if the list moved under us the test fails (422) and the caller retries with a fresh
 copy. Both are no-ops when there is nothing to do; an object already gone is not an error.
@@ -30,6 +32,7 @@ async def add_finalizer(
             "kind": resource.kind,
             "metadata": {"name": meta["name"], "finalizers": [finalizer]},
         },
+        field_manager=f"{kube.field_manager}/finalizer",
     )
     return True
 

@@ -381,14 +381,20 @@ class KubeClient:
         namespace: str | None = None,
         subresource: str | None = None,
         force: bool = True,
+        field_manager: str | None = None,
     ) -> Obj:
-        """Server-side apply of ``body`` (apiVersion/kind/metadata.name included) as our manager."""
+        """Server-side apply of ``body`` (apiVersion/kind/metadata.name included).
+
+        ``field_manager`` defaults to the client's. Mind server-side apply's rule: what a
+        manager applies is its whole intent, and fields it applied before but omits now are
+        removed, so give each partial intent (a finalizer, say) a manager of its own.
+        """
         return await self.request(
             method="PATCH",
             path=resource_path(resource, namespace=namespace, name=name, subresource=subresource),
             body=body,
             content_type=APPLY_PATCH,
-            query={"fieldManager": self.field_manager, "force": force},
+            query={"fieldManager": field_manager or self.field_manager, "force": force},
         )
 
     async def delete(

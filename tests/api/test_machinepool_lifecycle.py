@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import MACHINE_POOL
 from controller.api.machinepool import MachinePool
+from controller.runtime.finalizers import add_finalizer, remove_finalizer
 from controller.runtime.kube import KubeClient, RestMetrics
 
 
@@ -94,3 +95,22 @@ async def test_create_read_patch_apply_watch_delete(
     async with asyncio.timeout(30):
         await watcher
     assert events == [("MODIFIED", 2), ("MODIFIED", 3), ("MODIFIED", 4), ("DELETED", 4)]
+
+
+async def test_adding_a_finalizer_keeps_what_the_same_manager_applied(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """Server-side apply removes fields a manager applied before and omits now; the finalizer
+    must not take the spec with it when the pool was applied under the controller's name."""
+    kube = KubeClient(api=api_client, metrics=RestMetrics(registry=CollectorRegistry()))
+    body = {"apiVersion": MACHINE_POOL.api_version, "kind": MACHINE_POOL.kind, **_pool("mp2")}
+    created = await kube.apply(MACHINE_POOL, namespace=namespace, name="mp2", body=body)
+    await add_finalizer(kube=kube, resource=MACHINE_POOL, obj=created, finalizer="example.com/f")
+    after = await kube.get(MACHINE_POOL, namespace=namespace, name="mp2")
+    assert after["metadata"]["finalizers"] == ["example.com/f"]
+    assert after["spec"]["replicas"] == 2
+    assert await remove_finalizer(
+        kube=kube, resource=MACHINE_POOL, obj=after, finalizer="example.com/f"
+    )
+    final = await kube.get(MACHINE_POOL, namespace=namespace, name="mp2")
+    assert not final["metadata"].get("finalizers")
