@@ -75,14 +75,6 @@ class MachinePoolReconciler:
         self.recorder = recorder
 
     async def reconcile(self, key: str) -> Result:
-        try:
-            return await self._reconcile(key)
-        except ApiError as exc:
-            # An API answer we could not act on (a conflict with a newer version, a throttle,
-            # a rejected write): explained, retried with backoff.
-            raise ReconcileError(str(exc)) from exc
-
-    async def _reconcile(self, key: str) -> Result:
         obj = self.pools.store.get(key)
         if obj is None:
             return Result()

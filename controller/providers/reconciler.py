@@ -51,7 +51,7 @@ from controller.runtime.controller import ReconcileError, Result
 from controller.runtime.events import EventRecorder
 from controller.runtime.finalizers import add_finalizer, remove_finalizer
 from controller.runtime.informer import Informer
-from controller.runtime.kube import ApiError, KubeClient
+from controller.runtime.kube import KubeClient
 from controller.runtime.patch import merge_patch
 
 REPLICAS_MANAGED_BY = "cluster.x-k8s.io/replicas-managed-by"
@@ -128,12 +128,6 @@ class InfraPoolReconciler:
         self.steady_poll = steady_poll
 
     async def reconcile(self, key: str) -> Result:
-        try:
-            return await self._reconcile(key)
-        except ApiError as exc:
-            raise ReconcileError(str(exc)) from exc
-
-    async def _reconcile(self, key: str) -> Result:
         cached = self.infra.store.get(key)
         if cached is None:
             return Result()

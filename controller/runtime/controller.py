@@ -17,7 +17,9 @@ Semantics follow controller-runtime:
   hold a worker forever.
 - An unexpected exception (a bug) is logged with its traceback and counted in
   ``controller_runtime_reconcile_panics_total`` as well as the error counter; the worker
-  carries on. :class:`ReconcileError` is for expected, explained failures: logged on one line.
+  carries on. :class:`ReconcileError`, an API server's error answer
+  (:class:`~controller.runtime.kube.ApiError`: a conflict, a throttle, a rejected write) and a
+  transport failure are expected, explained failures: logged on one line, no traceback.
 - Every log line inside a reconcile carries ``controller``, ``key`` and ``reconcile_id``.
 
 Metrics: ``controller_runtime_reconcile_total{controller,result}`` (``success``, ``error``,
@@ -41,10 +43,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from controller.runtime.informer import Informer, InformerEvent
+from controller.runtime.kube import ApiError
 from controller.runtime.metrics import REGISTRY
 from controller.runtime.workqueue import (
     HIGH_PRIORITY,
@@ -274,7 +278,7 @@ class Controller:
                 else:
                     log.warning("reconcile failed", error=f"TimeoutError: {exc}")
                 self.queue.add_rate_limited(key, priority=priority)
-            except ReconcileError as exc:
+            except (ReconcileError, ApiError, aiohttp.ClientError) as exc:
                 metrics.errors.labels(name).inc()
                 metrics.total.labels(name, "error").inc()
                 log.warning("reconcile failed", error=str(exc))

@@ -18,6 +18,7 @@ from controller.runtime.controller import (
     Result,
     TerminalError,
 )
+from controller.runtime.kube import ApiError
 
 pytestmark = pytest.mark.looptime
 
@@ -241,3 +242,16 @@ async def test_every_log_line_of_a_reconcile_carries_the_key_and_a_reconcile_id(
         assert entry["controller"] == "test"
         assert len(entry["reconcile_id"]) == 12
     assert inside[0]["reconcile_id"] != inside[1]["reconcile_id"]
+
+
+async def test_an_api_error_is_an_explained_failure_not_a_panic() -> None:
+    async def conflicts(key: str, n: int) -> Result:
+        if n == 1:
+            raise ApiError(status=409, reason="Conflict", message="the object has been modified")
+        return Result()
+
+    async with running(conflicts, concurrency=1) as (ctrl, rec, reg):
+        ctrl.enqueue("a")
+        await rec.wait_calls(2)
+    assert _value(reg, "controller_runtime_reconcile_errors_total", controller="test") == 1
+    assert _value(reg, "controller_runtime_reconcile_panics_total", controller="test") == 0
