@@ -111,18 +111,11 @@ async def _secret_exists(
 
 def _not_ready(scope: PoolScope, *, reason: str, message: str, warn: bool) -> bool:
     scope.status.setdefault("initialization", {})["bootstrapDataSecretCreated"] = False
-    scope.condition(
-        Cond(type="BootstrapConfigReady", status="False", reason=reason, message=message)
+    scope.not_ready(
+        condition="BootstrapConfigReady",
+        v1beta1="BootstrapReady",
+        reason=reason,
+        message=message,
+        severity="Warning" if warn else "Info",
     )
-    scope.v1beta1_condition(
-        Cond(
-            type="BootstrapReady",
-            status="False",
-            reason=reason,
-            message=message,
-            severity="Warning" if warn else "Info",
-        )
-    )
-    if warn:
-        scope.event("Warning", reason, message)
     return False

@@ -110,18 +110,11 @@ async def reconcile_infrastructure(*, scope: PoolScope, external: ExternalObject
 
 def _not_ready(scope: PoolScope, *, reason: str, message: str, warn: bool) -> bool:
     scope.status.setdefault("initialization", {}).setdefault("infrastructureProvisioned", False)
-    scope.condition(
-        Cond(type="InfrastructureReady", status="False", reason=reason, message=message)
+    scope.not_ready(
+        condition="InfrastructureReady",
+        v1beta1="InfrastructureReady",
+        reason=reason,
+        message=message,
+        severity="Error" if warn else "Info",
     )
-    scope.v1beta1_condition(
-        Cond(
-            type="InfrastructureReady",
-            status="False",
-            reason=reason,
-            message=message,
-            severity="Error" if warn else "Info",
-        )
-    )
-    if warn:
-        scope.event("Warning", reason, message)
     return False

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from controller.api.machinepool import MachinePool
 from controller.runtime import conditions
-from controller.runtime.conditions import Cond
+from controller.runtime.conditions import Cond, Severity
 from controller.runtime.store import Obj
 from controller.workload.clusters import WorkloadCluster
 
@@ -95,6 +95,18 @@ class PoolScope:
     def v1beta1_condition(self, cond: Cond) -> None:
         v1 = self.status.setdefault("deprecated", {}).setdefault("v1beta1", {})
         v1["conditions"] = conditions.set_v1beta1(v1.get("conditions", []), cond)
+
+    def not_ready(
+        self, *, condition: str, v1beta1: str, reason: str, message: str, severity: Severity
+    ) -> None:
+        """A False v1beta2 ``condition`` and its v1beta1 twin; anything above Info is also a
+        Warning Event, since a person must act on it."""
+        self.condition(Cond(type=condition, status="False", reason=reason, message=message))
+        self.v1beta1_condition(
+            Cond(type=v1beta1, status="False", reason=reason, message=message, severity=severity)
+        )
+        if severity != "Info":
+            self.event("Warning", reason, message)
 
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append(PendingEvent(type=type_, reason=reason, message=message))
