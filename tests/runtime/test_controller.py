@@ -20,7 +20,9 @@ from controller.runtime.controller import (
 )
 from controller.runtime.kube import ApiError
 
-pytestmark = pytest.mark.looptime
+# A loop of their own: looptime patches the loop it runs on, and the session loop is
+# shared with the real control plane.
+pytestmark = [pytest.mark.looptime, pytest.mark.asyncio(loop_scope="function")]
 
 Behaviour = Callable[[str, int], Awaitable[Result]]
 

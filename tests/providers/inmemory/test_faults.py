@@ -12,7 +12,7 @@ from controller.providers.inmemory.simulator import Simulator
 
 from .helpers import group_spec
 
-pytestmark = pytest.mark.looptime
+pytestmark = [pytest.mark.looptime, pytest.mark.asyncio(loop_scope="function")]
 
 
 async def test_throttling_carries_retry_after_and_changes_nothing() -> None:

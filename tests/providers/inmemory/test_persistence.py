@@ -15,7 +15,7 @@ from controller.providers.inmemory.simulator import Simulator
 
 from .helpers import FakeRegistrar, group_spec
 
-pytestmark = pytest.mark.looptime
+pytestmark = [pytest.mark.looptime, pytest.mark.asyncio(loop_scope="function")]
 
 
 async def test_a_restart_mid_boot_continues_the_boots(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from controller.runtime.workqueue.clock import FakeClock
 
 from .helpers import CLUSTER, FakeRegistrar, group_spec
 
-pytestmark = pytest.mark.looptime
+pytestmark = [pytest.mark.looptime, pytest.mark.asyncio(loop_scope="function")]
 
 PROVIDER_ID = re.compile(r"^inmemory:///(?P<zone>[^/]+)/(?P<id>[a-z0-9-]+)$")
 
