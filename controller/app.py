@@ -14,21 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import aiohttp
 import structlog
 from kubernetes_asyncio import client, config
 
-from controller.api.kinds import IN_MEMORY_MACHINE_POOL
 from controller.machinepool.setup import setup_machinepool_controller
+from controller.machines.setup import setup_machine_controller
 from controller.options import RunOptions, in_cluster_namespace
 from controller.providers.base import InstanceGroupProvider
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.client import InMemoryProvider
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.reconciler import PoolAdapter
 from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.events import EventRecorder
 from controller.runtime.kube import ApiError, KubeClient
@@ -118,16 +119,6 @@ async def run_controller(options: RunOptions) -> int:
         version = await preflight(kube=kube)
         manager = Manager(kube=kube, options=manager_options(options))
         recorder = EventRecorder(kube=kube)
-        if "machinepool" in options.controllers:
-            setup_machinepool_controller(
-                manager=manager,
-                namespace=options.namespace,
-                infra_kinds=[IN_MEMORY_MACHINE_POOL],
-                recorder=recorder,
-                concurrency=options.concurrency,
-                reconcile_timeout=options.reconcile_timeout,
-                registry=manager.registry,
-            )
         _log.info(
             "starting",
             server=cfg.host,
@@ -136,20 +127,79 @@ async def run_controller(options: RunOptions) -> int:
             leader_election=options.leader_elect,
         )
         async with contextlib.AsyncExitStack() as stack:
+            providers: list[tuple[PoolAdapter, InstanceGroupProvider | None]] = [
+                (InMemoryPoolAdapter(), None)
+            ]
             if "infrastructure" in options.controllers:
                 provider = await stack.enter_async_context(inmemory_provider(options, kube=kube))
-                setup_infrastructure_controller(
-                    manager=manager,
-                    namespace=options.namespace,
-                    adapter=InMemoryPoolAdapter(),
-                    provider=provider,
-                    recorder=recorder,
-                    concurrency=options.concurrency,
-                    reconcile_timeout=options.reconcile_timeout,
-                    registry=manager.registry,
-                )
+                providers = [(InMemoryPoolAdapter(), provider)]
+            setup_controllers(
+                manager=manager,
+                namespace=options.namespace,
+                pools="machinepool" in options.controllers,
+                providers=providers,
+                recorder=recorder,
+                concurrency=options.concurrency,
+                reconcile_timeout=options.reconcile_timeout,
+            )
             await stack.enter_async_context(recorder)
             return await _run_manager(manager, shutdown=shutdown.requested)
+
+
+def setup_controllers(
+    *,
+    manager: Manager,
+    namespace: str | None,
+    pools: bool,
+    providers: Sequence[tuple[PoolAdapter, InstanceGroupProvider | None]],
+    recorder: EventRecorder | None,
+    concurrency: int,
+    reconcile_timeout: float,
+    busy_poll: float = 2.0,
+    steady_poll: float = 60.0,
+) -> None:
+    """Every controller of the product on one manager: with ``pools``, the MachinePool and
+    Machine controllers for the infra kinds of ``providers``; and an infrastructure
+    controller for each provider given (``None``: the kind is known, reconciled elsewhere).
+    The one place tests, the demo and ``run`` compose the product."""
+    infra_kinds = [adapter.kind for adapter, _ in providers]
+    machine_kinds = [a.machine_kind for a, _ in providers if a.machine_kind is not None]
+    if pools:
+        pool_controller = setup_machinepool_controller(
+            manager=manager,
+            namespace=namespace,
+            infra_kinds=infra_kinds,
+            infra_machine_kinds=machine_kinds,
+            recorder=recorder,
+            concurrency=concurrency,
+            reconcile_timeout=reconcile_timeout,
+            registry=manager.registry,
+        )
+        setup_machine_controller(
+            manager=manager,
+            namespace=namespace,
+            workloads=pool_controller.workloads,
+            infra_machine_kinds=machine_kinds,
+            recorder=recorder,
+            concurrency=concurrency,
+            reconcile_timeout=reconcile_timeout,
+            registry=manager.registry,
+        )
+    for adapter, provider in providers:
+        if provider is None:
+            continue
+        setup_infrastructure_controller(
+            manager=manager,
+            namespace=namespace,
+            adapter=adapter,
+            provider=provider,
+            recorder=recorder,
+            concurrency=concurrency,
+            reconcile_timeout=reconcile_timeout,
+            registry=manager.registry,
+            busy_poll=busy_poll,
+            steady_poll=steady_poll,
+        )
 
 
 async def _run_manager(manager: Manager, *, shutdown: asyncio.Event) -> int:

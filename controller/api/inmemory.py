@@ -247,6 +247,10 @@ class InMemoryMachineSpec(ApiModel):
         default=None, alias="providerID"
     )
     """The instance's provider ID (contract field)."""
+    instance_id: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
+        default=None, alias="instanceID"
+    )
+    """The instance's ID within the simulator."""
     failure_domain: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     """The zone the instance runs in."""
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from controller.api.kinds import IN_MEMORY_MACHINE_POOL, Kind
+from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, Kind
 from controller.providers.base import GroupSpec
 
 Obj = dict[str, Any]
@@ -24,6 +24,7 @@ class InMemoryPoolAdapter:
     """:class:`~controller.providers.reconciler.PoolAdapter` for ``InMemoryMachinePool``."""
 
     kind: Kind = IN_MEMORY_MACHINE_POOL
+    machine_kind: Kind = IN_MEMORY_MACHINE
     finalizer: str = "inmemorymachinepool.infrastructure.cluster.x-k8s.io"
 
     def group_name(self, *, infra: Obj) -> str:
@@ -54,6 +55,13 @@ class InMemoryPoolAdapter:
 
     def delete_policy(self, *, infra: Obj) -> str:
         return str((infra.get("spec") or {}).get("deletePolicy") or "Oldest")
+
+    def rolling_update(self, *, infra: Obj) -> tuple[int | str | None, int | str | None] | None:
+        strategy = (infra.get("spec") or {}).get("strategy") or {}
+        rolling = strategy.get("rollingUpdate")
+        if rolling is None:
+            return None
+        return rolling.get("maxSurge"), rolling.get("maxUnavailable")
 
     def size_bounds(self, *, infra: Obj) -> tuple[int, int | None]:
         spec = infra.get("spec") or {}
