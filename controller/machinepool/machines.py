@@ -112,6 +112,7 @@ async def reconcile_machines(*, scope: PoolScope, machines: PoolMachines) -> Non
 
     for name, machine in owned.items():
         if _deleting(machine):
+            scope.deleting_machines.append(_deletion_note(name, machine))
             if DELETE_REASON_ANNOTATION not in (machine["metadata"].get("annotations") or {}):
                 await _account_deletion(scope=scope, kube=machines.kube, machine=machine)
         elif name not in infra_machines:
@@ -143,11 +144,20 @@ async def reconcile_machines(*, scope: PoolScope, machines: PoolMachines) -> Non
     v1["unavailableReplicas"] = max(replicas - scope.status["availableReplicas"], 0)
 
 
+def _deletion_note(name: str, machine: Obj) -> str:
+    for cond in (machine.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Deleting" and cond.get("status") == "True":
+            return f"Machine {name} is being deleted ({cond.get('reason')}: {cond.get('message')})"
+    return f"Machine {name} is being deleted"
+
+
 async def delete_pool_machines(*, scope: PoolScope, machines: PoolMachines) -> list[str]:
     """Delete every Machine of a pool being deleted; the names still present."""
     owned = machines.of_pool(scope)
-    for machine in owned.values():
-        if not _deleting(machine):
+    for name, machine in owned.items():
+        if _deleting(machine):
+            scope.deleting_machines.append(_deletion_note(name, machine))
+        else:
             await _delete(scope=scope, kube=machines.kube, machine=machine, reason="PoolDeleted")
     return sorted(owned)
 

@@ -163,13 +163,14 @@ class MachinePoolReconciler:
         remaining = await delete_pool_machines(scope=scope, machines=self.machines)
         if not remaining:
             return True
-        shown = ", ".join(remaining[:5]) + (" ..." if len(remaining) > 5 else "")
+        shown = "; ".join(scope.deleting_machines[:3]) or ", ".join(remaining[:3])
+        more = f"; and {len(remaining) - 3} more" if len(remaining) > 3 else ""
         scope.condition(
             Cond(
                 type="Deleting",
                 status="True",
                 reason="WaitingForMachines",
-                message=f"waiting for {len(remaining)} Machine(s) to be deleted: {shown}",
+                message=f"waiting for {len(remaining)} Machine(s) to be deleted: {shown}{more}",
             )
         )
         return False

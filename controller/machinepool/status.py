@@ -58,6 +58,9 @@ def update_status(scope: PoolScope) -> None:
 
     up = desired > replicas
     down = desired < replicas
+    notes = "".join(f"; {note}" for note in scope.deleting_machines[:3])
+    if len(scope.deleting_machines) > 3:
+        notes += f"; and {len(scope.deleting_machines) - 3} more Machines being deleted"
     scope.condition(
         Cond(type="ScalingUp", status="True", reason="ScalingUp",
              message=f"scaling up from {replicas} to {desired} replicas")
@@ -66,7 +69,7 @@ def update_status(scope: PoolScope) -> None:
     )  # fmt: skip
     scope.condition(
         Cond(type="ScalingDown", status="True", reason="ScalingDown",
-             message=f"scaling down from {replicas} to {desired} replicas")
+             message=f"scaling down from {replicas} to {desired} replicas{notes}")
         if down
         else Cond(type="ScalingDown", status="False", reason="NotScalingDown")
     )  # fmt: skip

@@ -255,6 +255,7 @@ class MachineReconciler:
             if provisioned or status.get("nodeRef")
             else "Provisioning"
         )
+        set_("Deleting", False, "NotDeleting", "")
         if generation is not None:
             status["observedGeneration"] = int(generation)
         await self._write_status(machine, status)

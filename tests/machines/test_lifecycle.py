@@ -333,7 +333,7 @@ def _ready(node: Obj) -> bool:
 async def test_a_pdb_that_allows_nothing_blocks_scale_in_until_the_drain_timeout(
     env: Env,
 ) -> None:
-    await env.create_pool(replicas=3, deletion={"nodeDrainTimeoutSeconds": 6})
+    await env.create_pool(replicas=3, deletion={"nodeDrainTimeoutSeconds": 10})
     await _converge(env, 3)
     await env.place_pods(labels={"app": "guarded"})
     await env.kube.create(
@@ -370,6 +370,14 @@ async def test_a_pdb_that_allows_nothing_blocks_scale_in_until_the_drain_timeout
         return False
 
     await until(blocked, what="the drain to report the blocking budget", timeout=30)
+
+    async def pool_says_so() -> bool:
+        for cond in (await env.pool_obj()).get("status", {}).get("conditions") or []:
+            if cond["type"] == "ScalingDown" and f"Machine {name}" in cond.get("message", ""):
+                return "DrainingNode" in cond["message"]
+        return False
+
+    await until(pool_says_so, what="the pool's ScalingDown condition to name the drain")
     assert victim.provider_id in {i.provider_id for i in env.instances()}, (
         "the instance went before the drain timeout"
     )
