@@ -45,8 +45,8 @@ from controller.api.schema import (
 __all__ = [
     "Bootstrap",
     "ClusterName",
-    "KubernetesVersion",
     "Conditions",
+    "KubernetesVersion",
     "Machine",
     "MachineAddress",
     "MachineDeletionSpec",

@@ -89,9 +89,12 @@ def setup_machinepool_controller(
     concurrency: int,
     reconcile_timeout: float,
     registry: CollectorRegistry,
+    watch_filter: str | None = None,
 ) -> MachinePoolController:
     kube = manager.kube
-    pools = manager.informer(MACHINE_POOL, namespace=namespace)
+    # --watch-filter selects the pools we own; Clusters, Secrets and infra objects stay
+    # unfiltered, since they are only looked up or mapped to (already filtered) pools.
+    pools = manager.informer(MACHINE_POOL, namespace=namespace, label_selector=watch_filter)
     pools.store.add_index(name=PROVIDER_ID_INDEX, func=_pool_provider_ids)
     pools.store.add_index(name=CLUSTER_INDEX, func=_pool_cluster)
     pools.store.add_index(name=BOOTSTRAP_SECRET_INDEX, func=_pool_bootstrap_secret)

@@ -30,9 +30,12 @@ def setup_infrastructure_controller(
     registry: CollectorRegistry,
     busy_poll: float = 2.0,
     steady_poll: float = 60.0,
+    watch_filter: str | None = None,
 ) -> Controller:
-    infra = manager.informer(adapter.kind, namespace=namespace)
-    pools = manager.informer(MACHINE_POOL, namespace=namespace)
+    # --watch-filter (a label selector) applies to the infra pools we own and to the
+    # MachinePools that drive them (the same pool informer the core half uses).
+    infra = manager.informer(adapter.kind, namespace=namespace, label_selector=watch_filter)
+    pools = manager.informer(MACHINE_POOL, namespace=namespace, label_selector=watch_filter)
     clusters = manager.informer(CLUSTER, namespace=namespace)
     reconciler = InfraPoolReconciler(
         kube=manager.kube,

@@ -120,7 +120,7 @@ async def test_cluster_name_must_equal_the_template_cluster_name(
                 "name": "c",
             }
         },
-    ],  # fmt: skip
+    ],
     ids=["dataSecretName", "configRef"],
 )
 async def test_bootstrap_needs_config_ref_or_data_secret_name(
