@@ -7,12 +7,15 @@ For one MachinePool key:
    a Cluster appears; a pool being deleted does not need its Cluster.
 2. Add the finalizer ``machinepool.cluster.x-k8s.io`` (and stop: the update re-queues us);
    keep the ``cluster.x-k8s.io/cluster-name`` label and an owner reference to the Cluster.
+   Not paused: the cluster-autoscaler min/max-size annotations may default ``spec.replicas``
+   once (:mod:`.autoscaler`), before the infrastructure pool is adopted.
 3. Paused (``Cluster.spec.paused`` or the ``cluster.x-k8s.io/paused`` annotation): set
    ``Paused=True`` and do nothing else — not even deletion.
 4. Deleting: :mod:`.deletion`. Otherwise bootstrap, infrastructure and node references
    (:mod:`.bootstrap`, :mod:`.infrastructure`, :mod:`.noderefs`); every phase runs even when
    an earlier one failed, and their errors are reported together.
-5. :mod:`.status` computes phase and summary conditions; then the spec fields we own and
+5. :mod:`.status` computes phase and summary conditions (:mod:`.autoscaler` adds
+   ``AutoscalerBounds``); then the spec fields we own and
    the status are written with merge patches, each only if it changed, and
    ``observedGeneration`` only when the reconcile succeeded. Events are recorded.
 
@@ -30,6 +33,7 @@ import pydantic
 import structlog
 
 from controller.api.kinds import MACHINE_POOL
+from controller.machinepool.autoscaler import default_replicas, report_bounds
 from controller.machinepool.bootstrap import reconcile_bootstrap
 from controller.machinepool.deletion import reconcile_delete
 from controller.machinepool.external import CLUSTER_NAME_LABEL, ExternalObjects
@@ -99,6 +103,8 @@ class MachinePoolReconciler:
             kube=self.kube, resource=MACHINE_POOL, obj=scope.obj, finalizer=FINALIZER
         ):
             return Result()  # the update re-queues us
+        if not self._paused(scope, cluster):  # before the infra pool is adopted
+            await default_replicas(kube=self.kube, scope=scope)
         if cluster is not None:
             await self._ensure_cluster_link(scope, cluster)
 
@@ -139,6 +145,7 @@ class MachinePoolReconciler:
                 await reconcile_noderefs(scope=scope, workloads=self.workloads)
             except ApiError as exc:
                 errors.append(f"node references: {exc}")
+            report_bounds(scope)
             update_status(scope)
         await self._write(scope, original=obj, succeeded=not errors)
         if errors:
