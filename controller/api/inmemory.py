@@ -190,6 +190,11 @@ class InMemoryMachinePoolStatus(ApiModel):
     """Most recently observed number of instances (contract field)."""
     infrastructure_machine_kind: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     """Kind of the per-instance objects (`InMemoryMachine`): opts in to MachinePool Machines."""
+    capacity: Annotated[dict[str, Annotated[str, Field(max_length=64)]], Field(max_length=32)] = (
+        Field(default_factory=dict)
+    )
+    """What one Node of the pool's instance type offers (`cpu`, `memory`, `ephemeral-storage`,
+    `pods`, ...), for cluster-autoscaler's scale from zero."""
     instances: Annotated[
         list[InMemoryInstance],
         Field(

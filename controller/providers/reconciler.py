@@ -13,7 +13,9 @@ For one infra pool (an InMemoryMachinePool, an AWSMachinePool, ...) it:
    in the same call (the delete policy picks: ``Oldest`` by default, ``Newest``, ``Random``),
    so the cloud never chooses a victim. Under ``cluster.x-k8s.io/replicas-managed-by`` the
    capacity is left to the external autoscaler;
-5. writes the contract: ``spec.providerIDList`` (in launch order, then by ID, so it is
+5. publishes scale-from-zero capacity (annotations and ``status.capacity``) when the adapter
+   knows its instance type (:mod:`.capacity`);
+6. writes the contract: ``spec.providerIDList`` (in launch order, then by ID, so it is
    stable), ``status.replicas``, ``status.ready`` and ``status.initialization.provisioned``,
    ``status.instances``, and a ``Ready`` condition.
 
@@ -45,6 +47,7 @@ from controller.providers.base import (
     ProviderError,
     RetryableError,
 )
+from controller.providers.capacity import publish_capacity
 from controller.runtime import conditions
 from controller.runtime.conditions import Cond
 from controller.runtime.controller import ReconcileError, Result
@@ -164,6 +167,8 @@ class InfraPoolReconciler:
 
         status = copy.deepcopy(infra.get("status") or {})
         spec_patch: dict[str, Any] = {}
+        await publish_capacity(kube=self.kube, kind=kind, adapter=self.adapter, infra=infra,
+                               status=status)  # fmt: skip
         managed = (pool["metadata"].get("annotations") or {}).get(REPLICAS_MANAGED_BY)
         external_size = managed is not None and managed.lower() != "false"
         desired = pool["spec"].get("replicas")
