@@ -96,11 +96,11 @@ async def test_with_the_gate_off_a_machine_pool_is_left_alone(
     await create_inmemory_pool(kube=kube, namespace=namespace, replicas=2)
     before = await kube.get(MACHINE_POOL, namespace=namespace, name="p1")
     infra_before = await kube.get(IN_MEMORY_MACHINE_POOL, namespace=namespace, name="p1")
-    health = free_port()
+    health, metrics = free_port(), free_port()
     sync_period = 1.0
     args = [
         "run", "--kubeconfig", str(control_plane.kubeconfig_path), "--namespace", namespace,
-        "--sync-period", f"{sync_period}s", "--metrics-bind-address", "0",
+        "--sync-period", f"{sync_period}s", "--metrics-bind-address", f"127.0.0.1:{metrics}",
         "--health-probe-bind-address", f"127.0.0.1:{health}", "--log-format", "console",
     ]  # fmt: skip
     async with spawned(*args, env={"EXP_MACHINE_POOL": "false"}) as proc:
@@ -126,6 +126,14 @@ async def test_with_the_gate_off_a_machine_pool_is_left_alone(
         # Nothing can be awaited here: the claim is that nothing happens. Wait out more
         # than two sync periods (a resync would replay every cached pool to a controller).
         await asyncio.sleep(2.5 * sync_period)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{metrics}/metrics") as resp,
+        ):
+            exposition = await resp.text()
+        # No controller was ever started: no per-controller series exist at all.
+        assert "controller_runtime_max_concurrent_reconciles{" not in exposition
+        assert 'controller="machinepool"' not in exposition
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err.decode()[-2000:]
