@@ -4,9 +4,9 @@ chart's own ServiceAccount and RBAC, and that identity cannot write outside its 
 The chart is rendered for the test's namespace; its ServiceAccount, (Cluster)Role and
 bindings are applied as they are; a token is minted for the ServiceAccount (TokenRequest)
 and put in a kubeconfig; the controller runs as a process with exactly the Deployment's
-args and env. A permission the code needs but the chart lacks shows up as a pool that does
-not converge, a 403 counted in ``rest_client_requests_total``, or a forbidden line in the
-log; all three are checked."""
+args (after ``run``, the image's entrypoint) and env. A permission the code needs but the
+chart lacks shows up as a pool that does not converge, a 403 counted in
+``rest_client_requests_total``, or a forbidden line in the log; all three are checked."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def _controller(
     """The controller as its own process; output goes to ``log`` (a pipe could fill up)."""
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "controller", *args,
+            sys.executable, "-m", "controller", "run", *args,
             stdout=out, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **env},
             start_new_session=True,
         )  # fmt: skip

@@ -51,11 +51,11 @@ def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _parse_run_args(args: list[str]) -> RunOptions:
-    """The Deployment's args as the controller itself parses and checks them."""
-    assert args[0] == "run"
+    """The Deployment's args (flags of the image's ``machinepool-controller run``
+    entrypoint) as the controller itself parses and checks them."""
     parser = argparse.ArgumentParser(exit_on_error=False)
     add_run_arguments(parser)
-    options = RunOptions.from_args(parser.parse_args(args[1:]))
+    options = RunOptions.from_args(parser.parse_args(args))
     options.check()
     return options
 
