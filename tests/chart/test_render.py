@@ -236,3 +236,8 @@ def test_dashboard_is_valid_json_with_unique_panel_ids() -> None:
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     assert all(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+
+
+async def test_helm_lint_strict_passes(helm: Helm) -> None:
+    done = await helm.run("lint", "--strict", CHART, "--kube-version", "1.35.4")
+    assert done.code == 0, done.out + done.err
