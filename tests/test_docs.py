@@ -105,9 +105,9 @@ def test_every_reason_the_code_sets_is_in_troubleshooting() -> None:
 
 def test_links_resolve_and_the_readme_links_the_docs() -> None:
     readme = (ROOT / "README.md").read_text()
-    for page in ("install.md", "configuration.md", "api-compatibility.md", "metrics.md",
+    for name in ("install.md", "configuration.md", "api-compatibility.md", "metrics.md",
                  "providers.md", "troubleshooting.md"):  # fmt: skip
-        assert f"docs/{page}" in readme, f"README.md does not link docs/{page}"
+        assert f"docs/{name}" in readme, f"README.md does not link docs/{name}"
     for page in [ROOT / "README.md", *DOCS.glob("*.md")]:
         for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
             if "://" in target:
