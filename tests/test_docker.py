@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -76,9 +77,16 @@ def test_dockerignore_keeps_the_context_small() -> None:
 @pytest.mark.timeout(600)
 def test_wheel_installs_into_a_clean_venv_and_the_entrypoint_runs(tmp_path: Path) -> None:
     uv = BIN / "uv"
+    # The build stage's context: only what the Dockerfile copies (and .dockerignore lets in).
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "requirements.lock"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "controller", src / "controller",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))  # fmt: skip
     dist = tmp_path / "dist"
     build = subprocess.run(
-        [str(uv), "build", "--wheel", "--out-dir", str(dist), str(ROOT)],
+        [str(uv), "build", "--wheel", "--out-dir", str(dist), str(src)],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
@@ -87,7 +95,7 @@ def test_wheel_installs_into_a_clean_venv_and_the_entrypoint_runs(tmp_path: Path
     target = tmp_path / "venv"
     venv.create(target, with_pip=False)
     python = target / "bin" / "python"
-    for what in (["-r", str(ROOT / "requirements.lock")], [str(wheel)]):
+    for what in (["-r", str(src / "requirements.lock")], [str(wheel)]):
         done = subprocess.run(
             [str(uv), "pip", "install", "--python", str(python), "--no-deps",
              "--only-binary", ":all:", *what],
