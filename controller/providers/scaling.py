@@ -17,7 +17,8 @@ Invariants of :func:`plan_scaling`:
 - scale-in victims come in this order: Machines with the ``cluster.x-k8s.io/delete-machine``
   annotation, failed instances, instances whose Machine is not ready, then the delete policy
   (``Oldest``, ``Newest``, ``Random``); during a rollout, outdated instances come before
-  up-to-date ones;
+  up-to-date ones when replacing, and a scale-in mid-rollout never takes a ready member below
+  ``desired - max_unavailable``;
 - scale-out only raises the capacity (``capacity`` is ``None`` when nothing is to launch), and
   it never launches while a deleted Machine has not been accounted for (the caller passes
   ``hold``): otherwise a person's ``kubectl delete machine`` would be undone by a launch
@@ -170,10 +171,22 @@ def plan_scaling(
         target = desired
     else:
         ordered = removal_order(live, policy=policy, template_version=template_version, rng=rng)
-        for member in ordered[: max(count - desired - rollout.max_surge, 0)]:
+        floor = desired - rollout.max_unavailable
+        available = sum(1 for m in live if m.ready)
+        # Beyond the surge allowance (the pool was scaled in mid-rollout): unready members go
+        # first, and a ready one only while the ready floor holds; launches still in flight
+        # count toward the surplus, but only existing members can go, so the rest waits.
+        surplus = max(count - desired - rollout.max_surge, 0)
+        for member in removal_order(live, policy=policy, rng=rng):
+            if surplus == 0:
+                break
+            if member.ready:
+                if available - 1 < floor:
+                    continue
+                available -= 1
             remove(member, "ScaleIn")
-        available = sum(1 for m in live if m.ready and m.instance.instance_id not in chosen)
-        budget = available - (desired - rollout.max_unavailable)
+            surplus -= 1
+        budget = available - floor
         outdated_ids = {m.instance.instance_id for m in outdated}
         for member in ordered:
             ident = member.instance.instance_id
