@@ -152,9 +152,7 @@ class InstancesDistribution(ApiModel):
     """How spot capacity is spread over the instance types."""
     on_demand_base_capacity: _NonNegativeInt32 | None = None
     """Instances that are always on-demand."""
-    on_demand_percentage_above_base_capacity: Annotated[Int32, Field(ge=0, le=100)] | None = (
-        None
-    )
+    on_demand_percentage_above_base_capacity: Annotated[Int32, Field(ge=0, le=100)] | None = None
     """Percentage of on-demand instances above the base."""
 
 
