@@ -22,7 +22,7 @@ def _fix_launch_template_user_data() -> None:
             value = self.data["UserData"] = parse_user_data(value)
         return value
 
-    LaunchTemplateVersion.user_data = property(user_data)
+    setattr(LaunchTemplateVersion, "user_data", property(user_data))  # noqa: B010
 
 
 def main() -> None:
