@@ -21,9 +21,11 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client, config
 
-from controller.api.kinds import IN_MEMORY_MACHINE_POOL
+from controller.api.kinds import AWS_MACHINE_POOL, IN_MEMORY_MACHINE_POOL, Kind
 from controller.machinepool.setup import setup_machinepool_controller
 from controller.options import RunOptions, in_cluster_namespace
+from controller.providers.aws.provider import AwsProvider
+from controller.providers.aws.setup import setup_aws_controller
 from controller.providers.base import InstanceGroupProvider
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.client import InMemoryProvider
@@ -119,10 +121,13 @@ async def run_controller(options: RunOptions) -> int:
         manager = Manager(kube=kube, options=manager_options(options))
         recorder = EventRecorder(kube=kube)
         if "machinepool" in options.controllers:
+            infra_kinds: list[Kind] = [IN_MEMORY_MACHINE_POOL]
+            if "aws" in options.controllers:
+                infra_kinds.append(AWS_MACHINE_POOL)
             setup_machinepool_controller(
                 manager=manager,
                 namespace=options.namespace,
-                infra_kinds=[IN_MEMORY_MACHINE_POOL],
+                infra_kinds=infra_kinds,
                 recorder=recorder,
                 concurrency=options.concurrency,
                 reconcile_timeout=options.reconcile_timeout,
@@ -147,6 +152,26 @@ async def run_controller(options: RunOptions) -> int:
                     concurrency=options.concurrency,
                     reconcile_timeout=options.reconcile_timeout,
                     registry=manager.registry,
+                )
+            if "aws" in options.controllers:
+                assert options.aws_region is not None  # checked with the options
+                aws = await stack.enter_async_context(
+                    AwsProvider(
+                        region=options.aws_region,
+                        endpoint_url=options.aws_endpoint_url,
+                        registry=manager.registry,
+                        poll_interval=options.aws_poll_interval,
+                    )
+                )
+                setup_aws_controller(
+                    manager=manager,
+                    namespace=options.namespace,
+                    provider=aws,
+                    recorder=recorder,
+                    concurrency=options.concurrency,
+                    reconcile_timeout=options.reconcile_timeout,
+                    registry=manager.registry,
+                    steady_poll=options.aws_poll_interval,
                 )
             await stack.enter_async_context(recorder)
             return await _run_manager(manager, shutdown=shutdown.requested)

@@ -12,7 +12,8 @@ For one infra pool (an InMemoryMachinePool, an AWSMachinePool, ...) it:
    capacity: up by ``set_capacity``; down by deleting chosen instances with the group shrunk
    in the same call (the delete policy picks: ``Oldest`` by default, ``Newest``, ``Random``),
    so the cloud never chooses a victim. Under ``cluster.x-k8s.io/replicas-managed-by`` the
-   capacity is left to the external autoscaler;
+   capacity is left to the external autoscaler, and the group's desired capacity is copied
+   into the MachinePool's ``spec.replicas`` once the group has that many instances;
 5. writes the contract: ``spec.providerIDList`` (in launch order, then by ID, so it is
    stable), ``status.replicas``, ``status.ready`` and ``status.initialization.provisioned``,
    ``status.instances``, and a ``Ready`` condition.
@@ -219,6 +220,8 @@ class InfraPoolReconciler:
         ]
         self._set_ready(status, infra, True, "Ready", "")
         await self._write(infra, status=status, spec_patch=spec_patch)
+        if external_size and owner is not None:
+            await self._follow_group_size(pool, group=group, live=len(instances))
         converged = all(i.state == "running" for i in instances) and (
             external_size or len(instances) == desired
         )
@@ -244,6 +247,19 @@ class InfraPoolReconciler:
             if surplus > len(victims):
                 await self.provider.set_capacity(name=group.name, desired=desired)
         return await self.provider.describe_group(name=group.name)
+
+    async def _follow_group_size(self, pool: Obj, *, group: GroupStatus, live: int) -> None:
+        """Under replicas-managed-by, copy the group's desired capacity into
+        ``MachinePool.spec.replicas`` (as CAPA does), once the group has settled there: the
+        core reconciler copies the instance count, so both agree and never flip-flop."""
+        wanted = group.desired_capacity
+        if live != wanted or pool["spec"].get("replicas") == wanted:
+            return
+        meta = pool["metadata"]
+        await self.kube.merge_patch(
+            MACHINE_POOL, namespace=meta["namespace"], name=meta["name"],
+            patch={"spec": {"replicas": wanted}},
+        )  # fmt: skip
 
     @staticmethod
     def _paused(infra: Obj, pool: Obj, cluster: Obj | None) -> bool:

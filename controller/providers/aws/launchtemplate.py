@@ -93,10 +93,10 @@ def template_data(
     instance_tags = [
         {"Key": k, "Value": v} for k, v in sorted({**tags, VERSION_TAG: version}.items())
     ]
-    data["TagSpecifications"] = [
-        {"ResourceType": "instance", "Tags": instance_tags},
-        {"ResourceType": "volume", "Tags": [t for t in instance_tags if t["Key"] != VERSION_TAG]},
-    ]
+    volume_tags = [t for t in instance_tags if t["Key"] != VERSION_TAG]
+    data["TagSpecifications"] = [{"ResourceType": "instance", "Tags": instance_tags}]
+    if volume_tags:
+        data["TagSpecifications"].append({"ResourceType": "volume", "Tags": volume_tags})
     return data
 
 
@@ -125,18 +125,21 @@ class LaunchTemplates:
         if state is not None and state.description == description:
             return state, False
         if state is None:
+            tagging: dict[str, Any] = {}
+            if tags:
+                tagging["TagSpecifications"] = [
+                    {
+                        "ResourceType": "launch-template",
+                        "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
+                    }
+                ]
             created = await self.api.call(
                 "ec2",
                 "CreateLaunchTemplate",
                 LaunchTemplateName=name,
                 VersionDescription=description,
                 LaunchTemplateData=data,
-                TagSpecifications=[
-                    {
-                        "ResourceType": "launch-template",
-                        "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
-                    }
-                ],
+                **tagging,
             )
             template = created["LaunchTemplate"]
             state = LtState(
