@@ -214,14 +214,17 @@ async def env(
     manager = Manager(
         kube=kube,
         registry=registry,
-        options=ManagerOptions(metrics_address="0", health_address="0", graceful_shutdown_timeout=5),
+        options=ManagerOptions(
+            metrics_address="0", health_address="0", graceful_shutdown_timeout=5
+        ),
     )
     api = AwsApi(
         region=REGION, endpoint_url=proxy.url, registry=registry, base_delay=0.05, max_delay=1.0
     )
-    async with api, AwsProvider(
-        region=REGION, api=api, poll_interval=2.0, busy_interval=0.5
-    ) as provider:
+    async with (
+        api,
+        AwsProvider(region=REGION, api=api, poll_interval=2.0, busy_interval=0.5) as provider,
+    ):
         setup_machinepool_controller(
             manager=manager, namespace=namespace, infra_kinds=[AWS_MACHINE_POOL],
             recorder=None, concurrency=4, reconcile_timeout=30, registry=registry,
@@ -357,4 +360,5 @@ async def test_every_scenario_converges_with_a_fifth_of_calls_throttled(env: Env
     throttled = sum(env.proxy.record.faults.values())
     env.proxy.faults = Faults()
     assert throttled > 0
+    print(f"calls: fault-free {calm}, 20% throttled {rough} ({throttled} throttled)")
     assert rough <= 2 * calm, (calm, rough, dict(env.proxy.record.calls))

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import structlog.testing
 from prometheus_client import CollectorRegistry
 
 from controller.providers.aws.client import AwsApi
@@ -302,7 +304,7 @@ async def _template_id(aws: AwsProvider) -> str:
 async def test_throttling_and_5xx_are_retried_with_backoff(
     aws: AwsProvider, proxy: FaultProxy
 ) -> None:
-    proxy.faults = Faults(throttle_rate=0.3, error_rate=0.2)
+    proxy.faults = Faults(throttle_rate=0.25, error_rate=0.15)
     await aws.ensure_group(spec=spec())
     await aws.set_capacity(name="ns-p1", desired=2)
     status = await aws.describe_group(name="ns-p1")
@@ -338,3 +340,20 @@ async def test_permanent_errors_carry_the_aws_code(aws: AwsProvider) -> None:
     assert caught.value.code == "InvalidSubnetID.NotFound"
     assert "subnet-0000deadbeef" in caught.value.message
     assert not caught.value.retryable
+
+
+async def test_nothing_secret_reaches_the_logs(aws: AwsProvider, proxy: FaultProxy) -> None:
+    token = "abcdef.0123456789abcdef"  # a kubeadm join token in the user data
+    proxy.faults = Faults(throttle_rate=0.25, error_rate=0.1)
+    with structlog.testing.capture_logs() as logs:
+        await aws.ensure_group(spec=spec(bootstrap_data=f"kubeadm join --token {token}".encode()))
+        with pytest.raises(PermanentError) as caught:
+            await aws.ensure_group(spec=spec(name="bad", template={"subnets": ["subnet-0"]}))
+    proxy.faults = Faults()
+    assert any(entry.get("code") for entry in logs), "the retries were logged"
+    text = repr(logs) + str(caught.value)
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    assert token not in text
+    assert base64.b64encode(f"kubeadm join --token {token}".encode()).decode() not in text
+    assert f"={secret}" not in text
+    assert "UserData" not in text
