@@ -123,7 +123,9 @@ def test_infrastructure_crds_carry_the_contract_labels() -> None:
             aws = crd["spec"]["names"]["kind"].startswith("AWS")
             assert labels == {
                 "cluster.x-k8s.io/v1beta2": "v1beta2" if aws else "v1alpha1",
-                "cluster.x-k8s.io/provider": "infrastructure-aws" if aws else "infrastructure-inmemory",
+                "cluster.x-k8s.io/provider": "infrastructure-aws"
+                if aws
+                else "infrastructure-inmemory",
             }
         else:
             assert labels == {}
