@@ -85,6 +85,7 @@ class GroupDescriber:
         self._entries: dict[str, _Entry] = {}
         self._interest: dict[str, float] = {}
         self._waiting: dict[str, asyncio.Future[Obj | None]] = {}
+        self._inflight: dict[str, asyncio.Future[Obj | None]] = {}
         self._flusher: asyncio.Task[None] | None = None
         #: Calls made, for tests and benchmarks.
         self.calls = 0
@@ -100,16 +101,21 @@ class GroupDescriber:
                 limit = self.busy_ttl
             if now - entry.fetched_at < limit:
                 return entry.group
-        future = self._waiting.get(name)
+        # A call already on its way that covers this group answers this read too, unless
+        # the read must see our own latest write.
+        future = None if fresh else self._inflight.get(name)
+        if future is None:
+            future = self._waiting.get(name)
         if future is None:
             future = self._waiting[name] = asyncio.get_running_loop().create_future()
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="aws-describe-groups")
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush(), name="aws-describe-groups")
         return await asyncio.shield(future)
 
     def invalidate(self, name: str) -> None:
         """Our own write changed ``name``: the next read goes to AWS."""
         self._entries.pop(name, None)
+        self._inflight.pop(name, None)
 
     def forget(self, name: str) -> None:
         """``name`` is no longer ours to watch (its pool was deleted)."""
@@ -137,20 +143,32 @@ class GroupDescriber:
                     entry is None or now - entry.fetched_at >= self.min_age
                 ):
                     names.append(name)
+            loop = asyncio.get_running_loop()
+            for name in names:
+                if name not in waiting:
+                    waiting[name] = loop.create_future()
+            self._inflight.update(waiting)
             chunks = [names[i : i + _NAMES_PER_CALL] for i in range(0, len(names), _NAMES_PER_CALL)]
-            results = await asyncio.gather(
-                *(self._describe(chunk) for chunk in chunks), return_exceptions=True
-            )
+            try:
+                results = await asyncio.gather(
+                    *(self._describe(chunk) for chunk in chunks), return_exceptions=True
+                )
+            finally:
+                for name, future in waiting.items():
+                    if self._inflight.get(name) is future:
+                        del self._inflight[name]
             for chunk, result in zip(chunks, results, strict=True):
                 for name in chunk:
-                    future = waiting.get(name)
+                    future = waiting[name]
                     if isinstance(result, BaseException):
-                        if future is not None and not future.done():
+                        if not future.done():
                             future.set_exception(result)
+                            future.exception()  # nobody may be waiting: no "never retrieved"
                         continue
                     group = result.get(name)
-                    self._entries[name] = _Entry(fetched_at=now, group=group)
-                    if future is not None and not future.done():
+                    if name in self._interest:  # not forgotten while the call was on its way
+                        self._entries[name] = _Entry(fetched_at=now, group=group)
+                    if not future.done():
                         future.set_result(group)
 
     async def _describe(self, names: list[str]) -> dict[str, Obj]:
