@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from typing import Any
 
 import pytest
@@ -262,3 +263,66 @@ def test_defaults_long_names_and_durations() -> None:
     ]  # fmt: skip
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration_seconds("soon")
+
+
+class GatedAsg(FakeAsg):
+    """Holds every call until ``gate`` opens."""
+
+    def __init__(self, groups: dict[str, Obj]) -> None:
+        super().__init__(groups)
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def call(self, service: str, operation: str, **params: Any) -> Obj:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().call(service, operation, **params)
+
+
+async def test_a_read_joins_the_call_already_on_its_way() -> None:
+    now = [0.0]
+    fake = GatedAsg({"a": _group("a"), "b": _group("b")})
+    describer = GroupDescriber(api=fake, ttl=60, busy_ttl=2, clock=lambda: now[0])  # type: ignore[arg-type]
+    try:
+        fake.gate.set()
+        await asyncio.gather(describer.get("a"), describer.get("b"))
+        assert len(fake.calls) == 1
+        fake.gate.clear()
+        fake.entered.clear()
+        now[0] = 61.0
+        first = asyncio.create_task(describer.get("a"))  # refreshes "b" too
+        await fake.entered.wait()
+        second = asyncio.create_task(describer.get("b"))  # b is stale, but on its way
+        fresh = asyncio.create_task(describer.get("b", fresh=True))  # must not join
+        await asyncio.sleep(0)  # let both reads reach their await (one step each)
+        fake.gate.set()
+        await asyncio.gather(first, second, fresh)
+        assert fake.calls[1:] == [["a", "b"], ["b"]]
+    finally:
+        await describer.close()
+
+
+def test_run_flags_for_aws() -> None:
+    from controller.cli import build_parser
+    from controller.options import OptionError, RunOptions
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["run", "--controllers", "machinepool,aws", "--aws-region", "eu-west-1",
+         "--aws-endpoint-url", "http://127.0.0.1:5000", "--aws-poll-interval", "30s"]
+    )  # fmt: skip
+    options = RunOptions.from_args(args)
+    assert options.controllers == ("machinepool", "aws")
+    assert (options.aws_region, options.aws_poll_interval) == ("eu-west-1", 30.0)
+    assert RunOptions.from_args(parser.parse_args(["run"])).controllers == (
+        "machinepool",
+        "infrastructure",
+    )
+    args = parser.parse_args(["run", "--controllers", "aws"])
+    saved = os.environ.pop("AWS_REGION", None)
+    try:
+        with pytest.raises(OptionError, match="--aws-region"):
+            RunOptions.from_args(args)
+    finally:
+        if saved is not None:
+            os.environ["AWS_REGION"] = saved
