@@ -218,6 +218,10 @@ class InfraPoolReconciler:
             }
             for i in instances
         ]
+        # Optional adapter hook: provider-specific status fields (AWS: the launch template).
+        status_fields = getattr(self.adapter, "status_fields", None)
+        if status_fields is not None:
+            status.update(status_fields(infra=infra, group=group))
         self._set_ready(status, infra, True, "Ready", "")
         await self._write(infra, status=status, spec_patch=spec_patch)
         if external_size and owner is not None:

@@ -18,6 +18,9 @@ so). A missing Secret is a :class:`~controller.providers.base.PermanentError` wi
 ``BootstrapDataNotFound``: the reconciler shows it in the ``Ready`` condition, and the
 Secret's arrival re-queues the pool (:mod:`controller.providers.aws.setup`).
 
+:meth:`AwsPoolAdapter.status_fields` adds ``status.launchTemplateID`` and
+``launchTemplateVersion`` (the generic reconciler calls it when an adapter has it).
+
 Tags (on the group, the launch template, instances and volumes): the cluster ownership tags
 ``sigs.k8s.io/cluster-api-provider-aws/cluster/<cluster>=owned`` and
 ``kubernetes.io/cluster/<cluster>=owned``, ``sigs.k8s.io/cluster-api-provider-aws/role=node``,
@@ -34,8 +37,9 @@ import re
 from typing import Any
 
 from controller.api.kinds import AWS_MACHINE, AWS_MACHINE_POOL, Kind
+from controller.providers.aws.launchtemplate import LaunchTemplates
 from controller.providers.aws.provider import PROCESSES
-from controller.providers.base import GroupSpec, PermanentError
+from controller.providers.base import GroupSpec, GroupStatus, PermanentError
 from controller.runtime.informer import Informer
 
 __all__ = ["AwsPoolAdapter", "parse_duration_seconds"]
@@ -79,8 +83,18 @@ class AwsPoolAdapter:
     machine_kind: Kind = AWS_MACHINE
     finalizer: str = "awsmachinepool.infrastructure.cluster.x-k8s.io"
 
-    def __init__(self, *, secrets: Informer | None = None) -> None:
+    def __init__(
+        self, *, secrets: Informer | None = None, templates: LaunchTemplates | None = None
+    ) -> None:
         self.secrets = secrets
+        self.templates = templates
+
+    def status_fields(self, *, infra: Obj, group: GroupStatus) -> Obj:
+        """``status.launchTemplateID``/``launchTemplateVersion`` (what this process knows)."""
+        known = self.templates.known(group.name) if self.templates is not None else None
+        if known is None:
+            return {}
+        return {"launchTemplateID": known.id, "launchTemplateVersion": str(known.latest)}
 
     def group_name(self, *, infra: Obj) -> str:
         meta = infra["metadata"]

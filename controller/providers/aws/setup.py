@@ -42,7 +42,7 @@ def setup_aws_controller(
     steady_poll: float = 60.0,
 ) -> Controller:
     secrets = manager.informer(SECRETS, namespace=namespace, label_selector=BOOTSTRAP_SECRET_LABEL)
-    adapter = AwsPoolAdapter(secrets=secrets)
+    adapter = AwsPoolAdapter(secrets=secrets, templates=provider.templates)
     controller = setup_infrastructure_controller(
         manager=manager,
         namespace=namespace,

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import pytest_asyncio
 import yaml
 from kubernetes_asyncio import client
@@ -86,6 +87,10 @@ spec:
         kind: AWSMachinePool
         name: {name}
 """
+
+
+#: Every scenario runs fault-free, and with a fifth of all AWS calls throttled.
+THROTTLED = pytest.mark.parametrize("throttle", [0.0, 0.2], ids=["calm", "throttled"])
 
 
 @dataclass
@@ -265,7 +270,9 @@ async def _lifecycle(env: Env, name: str) -> None:
     await env.delete(name)
 
 
-async def test_capa_manifest_runs_scales_and_is_deleted(env: Env) -> None:
+@THROTTLED
+async def test_capa_manifest_runs_scales_and_is_deleted(env: Env, throttle: float) -> None:
+    env.proxy.faults = Faults(throttle_rate=throttle)
     await env.apply(name="workers", replicas=3)
     await until(lambda: env.converged("workers", 3), timeout=60, what="3 replicas Running")
 
@@ -273,6 +280,8 @@ async def test_capa_manifest_runs_scales_and_is_deleted(env: Env) -> None:
     assert infra["status"]["initialization"]["provisioned"] is True
     assert infra["status"]["replicas"] == 3
     assert infra["spec"]["awsLaunchTemplate"]["spotMarketOptions"] == {}  # preserved
+    assert infra["status"]["launchTemplateID"].startswith("lt-")
+    assert infra["status"]["launchTemplateVersion"] == "1"
     group = await env.group("workers")
     assert group is not None
     assert group["CapacityRebalance"] is True
@@ -301,7 +310,9 @@ async def test_capa_manifest_runs_scales_and_is_deleted(env: Env) -> None:
     assert templates["LaunchTemplates"] == []
 
 
-async def test_replicas_managed_by_follows_the_group(env: Env) -> None:
+@THROTTLED
+async def test_replicas_managed_by_follows_the_group(env: Env, throttle: float) -> None:
+    env.proxy.faults = Faults(throttle_rate=throttle)
     await env.apply(name="auto", replicas=2)
     await until(lambda: env.converged("auto", 2), timeout=60, what="2 replicas")
     await env.kube.merge_patch(
@@ -325,7 +336,9 @@ async def test_replicas_managed_by_follows_the_group(env: Env) -> None:
     assert group["DesiredCapacity"] == 4  # we never pushed ours back
 
 
-async def test_launch_template_change_makes_a_new_version(env: Env) -> None:
+@THROTTLED
+async def test_launch_template_change_makes_a_new_version(env: Env, throttle: float) -> None:
+    env.proxy.faults = Faults(throttle_rate=throttle)
     await env.apply(name="lt", replicas=1)
     await until(lambda: env.converged("lt", 1), timeout=60, what="1 replica")
     first = (await env.infra("lt"))["status"]["instances"][0]["version"]
