@@ -17,8 +17,9 @@ A change of user data alone (a rotated bootstrap token) makes a new version but 
 shape version, so instances are not reported out of date by it (as CAPA, which does not
 refresh instances for user data).
 
-Failure: AWS errors propagate as the typed provider errors; a template that vanished behind
-our back is recreated on the next reconcile.
+Failure: AWS errors propagate as the typed provider errors. A template that vanished behind
+our back, or one an earlier attempt created without our seeing the answer, is a
+:class:`~controller.providers.base.RetryableError`, and the next reconcile looks it up again.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 import structlog
 
 from controller.providers.aws.client import AwsApi
-from controller.providers.base import PermanentError, ProviderError
+from controller.providers.base import PermanentError, ProviderError, RetryableError
 
 __all__ = ["VERSION_TAG", "LaunchTemplates", "LtState", "template_data"]
 
@@ -133,14 +134,20 @@ class LaunchTemplates:
                         "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
                     }
                 ]
-            created = await self.api.call(
-                "ec2",
-                "CreateLaunchTemplate",
-                LaunchTemplateName=name,
-                VersionDescription=description,
-                LaunchTemplateData=data,
-                **tagging,
-            )
+            try:
+                created = await self.api.call(
+                    "ec2",
+                    "CreateLaunchTemplate",
+                    LaunchTemplateName=name,
+                    VersionDescription=description,
+                    LaunchTemplateData=data,
+                    **tagging,
+                )
+            except PermanentError as exc:
+                if exc.code != "InvalidLaunchTemplateName.AlreadyExistsException":
+                    raise
+                # Made by an earlier attempt whose answer we lost: look again next time.
+                raise RetryableError(exc.message, code=exc.code, retry_after=1.0) from None
             template = created["LaunchTemplate"]
             state = LtState(
                 id=str(template["LaunchTemplateId"]),
@@ -149,13 +156,20 @@ class LaunchTemplates:
             )
             self._known[name] = state
             return state, True
-        made = await self.api.call(
-            "ec2",
-            "CreateLaunchTemplateVersion",
-            LaunchTemplateId=state.id,
-            VersionDescription=description,
-            LaunchTemplateData=data,
-        )
+        try:
+            made = await self.api.call(
+                "ec2",
+                "CreateLaunchTemplateVersion",
+                LaunchTemplateId=state.id,
+                VersionDescription=description,
+                LaunchTemplateData=data,
+            )
+        except PermanentError as exc:
+            if exc.code not in _NOT_FOUND:
+                raise
+            # Deleted behind our back: forget it; the next reconcile creates it again.
+            self._known.pop(name, None)
+            raise RetryableError(exc.message, code=exc.code, retry_after=1.0) from None
         number = int(made["LaunchTemplateVersion"]["VersionNumber"])
         await self.api.call(
             "ec2", "ModifyLaunchTemplate", LaunchTemplateId=state.id, DefaultVersion=str(number)

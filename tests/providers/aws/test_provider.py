@@ -24,6 +24,7 @@ from controller.providers.base import (
     GroupNotFoundError,
     GroupSpec,
     PermanentError,
+    RetryableError,
     ThrottledError,
 )
 
@@ -357,3 +358,22 @@ async def test_nothing_secret_reaches_the_logs(aws: AwsProvider, proxy: FaultPro
     assert base64.b64encode(f"kubeadm join --token {token}".encode()).decode() not in text
     assert f"={secret}" not in text
     assert "UserData" not in text
+
+
+async def test_a_launch_template_deleted_behind_our_back_is_recreated(aws: AwsProvider) -> None:
+    await aws.ensure_group(spec=spec())
+    old = aws.templates.known("ns-p1")
+    assert old is not None
+    await ec2(aws, "DeleteLaunchTemplate", LaunchTemplateId=old.id)
+    changed = spec(template_version="shape-2")
+    with pytest.raises(RetryableError):
+        await aws.ensure_group(spec=changed)
+    status = await aws.ensure_group(spec=changed)
+    new = aws.templates.known("ns-p1")
+    assert new is not None
+    assert new.id != old.id
+    assert status.template_version == "shape-2"
+    group = (await asg(aws, "DescribeAutoScalingGroups", AutoScalingGroupNames=["ns-p1"]))[
+        "AutoScalingGroups"
+    ][0]
+    assert group["LaunchTemplate"]["LaunchTemplateId"] == new.id
