@@ -84,6 +84,8 @@ PROCESSES = (
     "ScheduledActions",
 )
 _NO_MAX = 10000
+#: Shape fields AWS reports only once set.
+_OPTIONAL_SHAPE = frozenset({"DefaultCooldown", "DefaultInstanceWarmup"})
 
 Obj = dict[str, Any]
 
@@ -188,6 +190,7 @@ class AwsProvider:
         self._members: dict[str, set[str]] = {}
         self._first_seen: dict[str, datetime] = {}
         self._refresh_wanted: dict[str, str] = {}
+        self._shape_sent: dict[str, Obj] = {}
 
     async def __aenter__(self) -> Self:
         if self._owns_api:
@@ -317,6 +320,7 @@ class AwsProvider:
         self.details.drop(self._members.pop(name, set()))
         self._hooks_applied.pop(name, None)
         self._refresh_wanted.pop(name, None)
+        self._shape_sent.pop(name, None)
 
     # ------------------------------------------------------------ AWS-only reads
 
@@ -354,6 +358,7 @@ class AwsProvider:
         return params
 
     async def _create(self, spec: GroupSpec, lt: LtState) -> None:
+        self._shape_sent[spec.name] = self._shape(spec)
         await self.api.call(
             "autoscaling",
             "CreateAutoScalingGroup",
@@ -375,11 +380,17 @@ class AwsProvider:
 
     async def _update(self, spec: GroupSpec, lt: LtState, group: Obj) -> bool:
         shape = self._shape(spec)
-        differs = [
-            key
-            for key, want in shape.items()
-            if (group.get(key) if key != "CapacityRebalance" else bool(group.get(key))) != want
-        ]
+        sent = self._shape_sent.get(spec.name, {})
+        differs = []
+        for key, want in shape.items():
+            have = group.get(key)
+            if key == "CapacityRebalance":
+                have = bool(have)
+            elif have is None and key in _OPTIONAL_SHAPE:
+                # Not reported (an emulator that ignores the field): what we last sent.
+                have = sent.get(key)
+            if have != want:
+                differs.append(key)
         placement = self._placement(spec)
         if "VPCZoneIdentifier" in placement:
             have = {s for s in str(group.get("VPCZoneIdentifier") or "").split(",") if s}
@@ -414,6 +425,7 @@ class AwsProvider:
             **placement,
             **launch,
         )
+        self._shape_sent[spec.name] = shape
         return True
 
     @staticmethod

@@ -377,3 +377,16 @@ async def test_a_launch_template_deleted_behind_our_back_is_recreated(aws: AwsPr
         "AutoScalingGroups"
     ][0]
     assert group["LaunchTemplate"]["LaunchTemplateId"] == new.id
+
+
+async def test_cooldown_and_warmup_are_applied_once(aws: AwsProvider, proxy: FaultProxy) -> None:
+    wanted = spec(template={"defaultCooldown": 120, "defaultInstanceWarmup": 60})
+    await aws.ensure_group(spec=wanted)
+    group = (await asg(aws, "DescribeAutoScalingGroups", AutoScalingGroupNames=["ns-p1"]))[
+        "AutoScalingGroups"
+    ][0]
+    assert group["DefaultCooldown"] == 120
+    aws.groups.invalidate("ns-p1")
+    proxy.reset_counts()
+    await aws.ensure_group(spec=wanted)
+    assert proxy.record.calls["UpdateAutoScalingGroup"] == 0, dict(proxy.record.calls)
