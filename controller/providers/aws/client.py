@@ -19,13 +19,15 @@ AWS code and message; callers that expect a particular code (a group that is alr
 catch it.
 
 Secrets: request parameters (user data holds bootstrap tokens) and credentials are never
-logged or put into errors; error messages are scrubbed of anything shaped like an access key.
+logged or put into errors; error messages are scrubbed of anything shaped like an access key,
+and the SDK's own loggers (which dump whole requests at DEBUG) are held at INFO.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import re
 import time
@@ -103,6 +105,18 @@ _ACCESS_KEY = re.compile(r"\b(AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
 _MAX_MESSAGE = 1000
 
 
+#: botocore and aiobotocore log whole requests (user data, signed headers) at DEBUG; they
+#: never log below INFO here, whatever the root level.
+_QUIET_LOGGERS = ("botocore", "aiobotocore", "urllib3")
+
+
+def _quiet_sdk_loggers() -> None:
+    for name in _QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
 def _scrub(message: str) -> str:
     return _ACCESS_KEY.sub("<redacted>", message)[:_MAX_MESSAGE]
 
@@ -173,6 +187,7 @@ class AwsApi:
         session: AioSession | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
+        _quiet_sdk_loggers()
         self.region = region
         self.endpoint_url = endpoint_url
         self.metrics = provider_metrics(registry)

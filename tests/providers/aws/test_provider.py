@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
@@ -343,7 +344,10 @@ async def test_permanent_errors_carry_the_aws_code(aws: AwsProvider) -> None:
     assert not caught.value.retryable
 
 
-async def test_nothing_secret_reaches_the_logs(aws: AwsProvider, proxy: FaultProxy) -> None:
+async def test_nothing_secret_reaches_the_logs(
+    aws: AwsProvider, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # the SDK's request dumps stay off even at DEBUG
     token = "abcdef.0123456789abcdef"  # a kubeadm join token in the user data
     proxy.faults = Faults(throttle_rate=0.25, error_rate=0.1)
     with structlog.testing.capture_logs() as logs:
@@ -352,7 +356,9 @@ async def test_nothing_secret_reaches_the_logs(aws: AwsProvider, proxy: FaultPro
             await aws.ensure_group(spec=spec(name="bad", template={"subnets": ["subnet-0"]}))
     proxy.faults = Faults()
     assert any(entry.get("code") for entry in logs), "the retries were logged"
-    text = repr(logs) + str(caught.value)
+    # botocore dumps the request (user data included) at DEBUG: held at INFO.
+    assert logging.getLogger("botocore").getEffectiveLevel() >= logging.INFO
+    text = repr(logs) + str(caught.value) + caplog.text
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     assert token not in text
     assert base64.b64encode(f"kubeadm join --token {token}".encode()).decode() not in text
