@@ -2,7 +2,7 @@
 
 One process runs everything against a real local control plane (``ControlPlane``: etcd +
 kube-apiserver): a ``Manager`` with both reconcilers wired as ``machinepool-controller run``
-wires them (``setup_machinepool_controller`` and ``setup_infrastructure_controller``, default
+wires them (``controller.app.setup_controllers``, default
 concurrency 10, an ``EventRecorder``, metrics and health servers disabled), and the in-process
 ``Simulator`` whose kubelets register real Nodes through ``KubeNodeRegistrar``. The workload
 cluster is the same API server under another name (``localhost`` rather than ``127.0.0.1``),
@@ -73,12 +73,11 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
 
-from controller.api.kinds import CLUSTER, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
-from controller.machinepool.setup import setup_machinepool_controller
+from controller.api.kinds import CLUSTER, MACHINE_POOL
+from controller.app import setup_controllers
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
-from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import NAMESPACES, SECRETS, KubeClient, RestMetrics
@@ -512,15 +511,10 @@ async def run(
         registrar = KubeNodeRegistrar(management=kubelet_kube, rest_metrics=kubelet_metrics)
         stack.push_async_callback(registrar.aclose)
         simulator = await stack.enter_async_context(Simulator(registrar=registrar, seed=1))
-        setup_machinepool_controller(
-            manager=manager, namespace=NAMESPACE, infra_kinds=[IN_MEMORY_MACHINE_POOL],
-            recorder=recorder, concurrency=concurrency, reconcile_timeout=60,
-            registry=registry,
-        )  # fmt: skip
-        setup_infrastructure_controller(
-            manager=manager, namespace=NAMESPACE, adapter=InMemoryPoolAdapter(),
-            provider=simulator, recorder=recorder, concurrency=concurrency,
-            reconcile_timeout=60, registry=registry,
+        setup_controllers(
+            manager=manager, namespace=NAMESPACE, pools=True,
+            providers=[(InMemoryPoolAdapter(), simulator)], recorder=recorder,
+            concurrency=concurrency, reconcile_timeout=60,
         )  # fmt: skip
         await stack.enter_async_context(recorder)
         shutdown = asyncio.Event()

@@ -4,6 +4,12 @@ Builds the management-cluster client, checks the API server answers, assembles t
 with its controllers, and runs it until SIGTERM/SIGINT (handled in
 :mod:`controller.runtime.signals`, the one place for signals).
 
+Feature gate ``MachinePool`` off (``--feature-gates=MachinePool=false`` or
+``EXP_MACHINE_POOL=false``): neither half is set up, so no MachinePool or infrastructure pool
+is read, changed or deleted; a warning at start and the ``featureGates`` entry of
+``/readyz?verbose`` say so. ``--watch-filter`` becomes a label selector on the informers of
+the objects each half owns (see the setup modules).
+
 Exit status: 0 after a clean shutdown; 1 when leadership was lost (the pod restarts and
 campaigns again, as controller-runtime does); start-up failures raise :class:`StartupError`
 with one line naming the cause (no kubeconfig, API server unreachable, a port in use).
@@ -14,16 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import aiohttp
 import structlog
 from kubernetes_asyncio import client, config
 
-from controller.api.kinds import AWS_MACHINE_POOL, IN_MEMORY_MACHINE_POOL, Kind
 from controller.machinepool.setup import setup_machinepool_controller
+from controller.machines.setup import setup_machine_controller
 from controller.options import RunOptions, in_cluster_namespace
+from controller.providers.aws.adapter import AwsPoolAdapter
 from controller.providers.aws.provider import AwsProvider
 from controller.providers.aws.setup import setup_aws_controller
 from controller.providers.base import InstanceGroupProvider
@@ -31,6 +38,7 @@ from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.client import InMemoryProvider
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.reconciler import PoolAdapter
 from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.events import EventRecorder
 from controller.runtime.kube import ApiError, KubeClient
@@ -120,18 +128,13 @@ async def run_controller(options: RunOptions) -> int:
         version = await preflight(kube=kube)
         manager = Manager(kube=kube, options=manager_options(options))
         recorder = EventRecorder(kube=kube)
-        if "machinepool" in options.controllers:
-            infra_kinds: list[Kind] = [IN_MEMORY_MACHINE_POOL]
-            if "aws" in options.controllers:
-                infra_kinds.append(AWS_MACHINE_POOL)
-            setup_machinepool_controller(
-                manager=manager,
-                namespace=options.namespace,
-                infra_kinds=infra_kinds,
-                recorder=recorder,
-                concurrency=options.concurrency,
-                reconcile_timeout=options.reconcile_timeout,
-                registry=manager.registry,
+        gates = options.feature_gates
+        manager.probes.readyz.add_note(name="featureGates", note=gate_note(options))
+        if not options.machine_pool_enabled:
+            _log.warning(
+                "the MachinePool feature gate is disabled: MachinePools and their "
+                "infrastructure pools are not reconciled, and nothing is deleted",
+                feature_gates=gates.describe(),
             )
         _log.info(
             "starting",
@@ -139,21 +142,19 @@ async def run_controller(options: RunOptions) -> int:
             server_version=version,
             namespace=options.namespace or "(all)",
             leader_election=options.leader_elect,
+            feature_gates=gates.describe(),
+            watch_filter=options.label_selector() or "(none)",
         )
         async with contextlib.AsyncExitStack() as stack:
-            if "infrastructure" in options.controllers:
+            providers: list[tuple[PoolAdapter, InstanceGroupProvider | None]] = [
+                (InMemoryPoolAdapter(), None)
+            ]
+            enabled = options.machine_pool_enabled
+            if enabled and "infrastructure" in options.controllers:
                 provider = await stack.enter_async_context(inmemory_provider(options, kube=kube))
-                setup_infrastructure_controller(
-                    manager=manager,
-                    namespace=options.namespace,
-                    adapter=InMemoryPoolAdapter(),
-                    provider=provider,
-                    recorder=recorder,
-                    concurrency=options.concurrency,
-                    reconcile_timeout=options.reconcile_timeout,
-                    registry=manager.registry,
-                )
-            if "aws" in options.controllers:
+                providers = [(InMemoryPoolAdapter(), provider)]
+            aws: AwsProvider | None = None
+            if enabled and "aws" in options.controllers:
                 assert options.aws_region is not None  # checked with the options
                 aws = await stack.enter_async_context(
                     AwsProvider(
@@ -163,6 +164,21 @@ async def run_controller(options: RunOptions) -> int:
                         poll_interval=options.aws_poll_interval,
                     )
                 )
+                # The core half knows the kind; its infrastructure controller is wired below
+                # (its own poll interval, and its bootstrap Secret watch).
+                providers.append((AwsPoolAdapter(), None))
+            if enabled:
+                setup_controllers(
+                    manager=manager,
+                    namespace=options.namespace,
+                    pools="machinepool" in options.controllers,
+                    providers=providers,
+                    recorder=recorder,
+                    concurrency=options.concurrency,
+                    reconcile_timeout=options.reconcile_timeout,
+                    watch_filter=options.label_selector(),
+                )
+            if aws is not None:
                 setup_aws_controller(
                     manager=manager,
                     namespace=options.namespace,
@@ -172,9 +188,79 @@ async def run_controller(options: RunOptions) -> int:
                     reconcile_timeout=options.reconcile_timeout,
                     registry=manager.registry,
                     steady_poll=options.aws_poll_interval,
+                    watch_filter=options.label_selector(),
                 )
             await stack.enter_async_context(recorder)
             return await _run_manager(manager, shutdown=shutdown.requested)
+
+
+def setup_controllers(
+    *,
+    manager: Manager,
+    namespace: str | None,
+    pools: bool,
+    providers: Sequence[tuple[PoolAdapter, InstanceGroupProvider | None]],
+    recorder: EventRecorder | None,
+    concurrency: int,
+    reconcile_timeout: float,
+    busy_poll: float = 2.0,
+    steady_poll: float = 60.0,
+    watch_filter: str | None = None,
+) -> None:
+    """Every controller of the product on one manager: with ``pools``, the MachinePool and
+    Machine controllers for the infra kinds of ``providers``; and an infrastructure
+    controller for each provider given (``None``: the kind is known, reconciled elsewhere).
+    The one place tests, the demo and ``run`` compose the product. ``watch_filter`` is a
+    label selector every controller's informers share (``--watch-filter``)."""
+    infra_kinds = [adapter.kind for adapter, _ in providers]
+    machine_kinds = [a.machine_kind for a, _ in providers if a.machine_kind is not None]
+    if pools:
+        pool_controller = setup_machinepool_controller(
+            manager=manager,
+            namespace=namespace,
+            infra_kinds=infra_kinds,
+            infra_machine_kinds=machine_kinds,
+            recorder=recorder,
+            concurrency=concurrency,
+            reconcile_timeout=reconcile_timeout,
+            registry=manager.registry,
+            watch_filter=watch_filter,
+        )
+        setup_machine_controller(
+            manager=manager,
+            namespace=namespace,
+            workloads=pool_controller.workloads,
+            infra_machine_kinds=machine_kinds,
+            recorder=recorder,
+            concurrency=concurrency,
+            reconcile_timeout=reconcile_timeout,
+            registry=manager.registry,
+            watch_filter=watch_filter,
+        )
+    for adapter, provider in providers:
+        if provider is None:
+            continue
+        setup_infrastructure_controller(
+            manager=manager,
+            namespace=namespace,
+            adapter=adapter,
+            provider=provider,
+            recorder=recorder,
+            concurrency=concurrency,
+            reconcile_timeout=reconcile_timeout,
+            registry=manager.registry,
+            busy_poll=busy_poll,
+            steady_poll=steady_poll,
+            watch_filter=watch_filter,
+        )
+
+
+def gate_note(options: RunOptions) -> str:
+    """What ``/readyz?verbose`` says about the feature gates."""
+    note = options.feature_gates.describe()
+    if not options.machine_pool_enabled:
+        note += "; MachinePools are not reconciled"
+    return note
 
 
 async def _run_manager(manager: Manager, *, shutdown: asyncio.Event) -> int:

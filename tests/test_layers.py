@@ -14,12 +14,16 @@ FORBIDDEN = {
     "controller.api": ["controller.runtime", "controller.machinepool", "controller.providers",
                        "controller.workload", "controller.testing", "controller.cli",
                        "controller.app"],
-    "controller.runtime": ["controller.machinepool", "controller.providers",
+    "controller.runtime": ["controller.machinepool", "controller.machines", "controller.providers",
                            "controller.workload", "controller.cli", "controller.app"],
-    "controller.workload": ["controller.machinepool", "controller.providers", "controller.cli",
+    "controller.workload": ["controller.machinepool", "controller.machines",
+                            "controller.providers", "controller.cli", "controller.app"],
+    "controller.providers": ["controller.machinepool", "controller.machines", "controller.cli",
+                             "controller.app"],
+    "controller.machinepool": ["controller.providers", "controller.machines", "controller.cli",
+                               "controller.app"],
+    "controller.machines": ["controller.machinepool", "controller.providers", "controller.cli",
                             "controller.app"],
-    "controller.providers": ["controller.machinepool", "controller.cli", "controller.app"],
-    "controller.machinepool": ["controller.providers", "controller.cli", "controller.app"],
 }  # fmt: skip
 
 

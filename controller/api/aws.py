@@ -24,13 +24,13 @@ enforces ``minSize <= maxSize`` and unique provider IDs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
 from controller.api.apiobject import ApiObject
 from controller.api.base import ApiModel
+from controller.api.contract import crd_labels
 from controller.api.crdinfo import CrdOptions, PrinterColumn
 from controller.api.inmemory import RollingUpdate
 from controller.api.kinds import AWS_MACHINE, AWS_MACHINE_POOL, Kind
@@ -60,12 +60,10 @@ __all__ = [
     "Volume",
 ]
 
-#: Labels every AWS CRD carries: the Cluster API contract version map and provider name.
-AWS_CONTRACT_LABELS: Mapping[str, str] = MappingProxyType(
-    {
-        "cluster.x-k8s.io/v1beta2": "v1beta2",
-        "cluster.x-k8s.io/provider": "infrastructure-aws",
-    }
+#: Labels every AWS CRD carries: the Cluster API contract version map, the provider name (as
+#: CAPA's), clusterctl's discovery label, and ``move`` so unadopted objects travel too.
+AWS_CONTRACT_LABELS: Mapping[str, str] = crd_labels(
+    provider="infrastructure-aws", versions=["v1beta2"], move=True
 )
 
 _Name = Annotated[str, Field(min_length=1, max_length=255)]

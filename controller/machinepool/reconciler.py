@@ -7,12 +7,16 @@ For one MachinePool key:
    a Cluster appears; a pool being deleted does not need its Cluster.
 2. Add the finalizer ``machinepool.cluster.x-k8s.io`` (and stop: the update re-queues us);
    keep the ``cluster.x-k8s.io/cluster-name`` label and an owner reference to the Cluster.
+   Not paused: the cluster-autoscaler min/max-size annotations may default ``spec.replicas``
+   once (:mod:`.autoscaler`), before the infrastructure pool is adopted.
 3. Paused (``Cluster.spec.paused`` or the ``cluster.x-k8s.io/paused`` annotation): set
    ``Paused=True`` and do nothing else — not even deletion.
-4. Deleting: :mod:`.deletion`. Otherwise bootstrap, infrastructure and node references
-   (:mod:`.bootstrap`, :mod:`.infrastructure`, :mod:`.noderefs`); every phase runs even when
-   an earlier one failed, and their errors are reported together.
-5. :mod:`.status` computes phase and summary conditions; then the spec fields we own and
+4. Deleting: the pool's Machines first (each drained by the Machine controller), then
+   :mod:`.deletion`. Otherwise bootstrap, infrastructure, node references and Machines
+   (:mod:`.bootstrap`, :mod:`.infrastructure`, :mod:`.noderefs`, :mod:`.machines`); every
+   phase runs even when an earlier one failed, and their errors are reported together.
+5. :mod:`.status` computes phase and summary conditions (:mod:`.autoscaler` adds
+   ``AutoscalerBounds``); then the spec fields we own and
    the status are written with merge patches, each only if it changed, and
    ``observedGeneration`` only when the reconcile succeeded. Events are recorded.
 
@@ -30,10 +34,12 @@ import pydantic
 import structlog
 
 from controller.api.kinds import MACHINE_POOL
+from controller.machinepool.autoscaler import default_replicas, report_bounds
 from controller.machinepool.bootstrap import reconcile_bootstrap
 from controller.machinepool.deletion import reconcile_delete
 from controller.machinepool.external import CLUSTER_NAME_LABEL, ExternalObjects
 from controller.machinepool.infrastructure import reconcile_infrastructure
+from controller.machinepool.machines import PoolMachines, delete_pool_machines, reconcile_machines
 from controller.machinepool.noderefs import reconcile_noderefs
 from controller.machinepool.scope import PoolScope
 from controller.machinepool.status import update_status
@@ -65,6 +71,7 @@ class MachinePoolReconciler:
         workloads: WorkloadClusters,
         secrets: Informer | None = None,
         recorder: EventRecorder | None = None,
+        machines: PoolMachines | None = None,
     ) -> None:
         self.kube = kube
         self.pools = pools
@@ -73,6 +80,7 @@ class MachinePoolReconciler:
         self.workloads = workloads
         self.secrets = secrets
         self.recorder = recorder
+        self.machines = machines
 
     async def reconcile(self, key: str) -> Result:
         obj = self.pools.store.get(key)
@@ -99,6 +107,8 @@ class MachinePoolReconciler:
             kube=self.kube, resource=MACHINE_POOL, obj=scope.obj, finalizer=FINALIZER
         ):
             return Result()  # the update re-queues us
+        if not self._paused(scope, cluster):  # before the infra pool is adopted
+            await default_replicas(kube=self.kube, scope=scope)
         if cluster is not None:
             await self._ensure_cluster_link(scope, cluster)
 
@@ -112,7 +122,7 @@ class MachinePoolReconciler:
         errors: list[str] = []
         if scope.deleting:
             try:
-                done = await reconcile_delete(
+                done = await self._delete_machines(scope) and await reconcile_delete(
                     scope=scope, external=self.external, workloads=self.workloads
                 )
             except ApiError as exc:
@@ -139,6 +149,12 @@ class MachinePoolReconciler:
                 await reconcile_noderefs(scope=scope, workloads=self.workloads)
             except ApiError as exc:
                 errors.append(f"node references: {exc}")
+            if self.machines is not None:
+                try:
+                    await reconcile_machines(scope=scope, machines=self.machines)
+                except ApiError as exc:
+                    errors.append(f"machines: {exc}")
+            report_bounds(scope)
             update_status(scope)
         await self._write(scope, original=obj, succeeded=not errors)
         if errors:
@@ -146,6 +162,25 @@ class MachinePoolReconciler:
         return Result(requeue_after=scope.requeue_after)
 
     # ------------------------------------------------------------- helpers
+
+    async def _delete_machines(self, scope: PoolScope) -> bool:
+        """First step of deletion: the pool's Machines go (each drained), then the rest."""
+        if self.machines is None:
+            return True
+        remaining = await delete_pool_machines(scope=scope, machines=self.machines)
+        if not remaining:
+            return True
+        shown = "; ".join(scope.deleting_machines[:3]) or ", ".join(remaining[:3])
+        more = f"; and {len(remaining) - 3} more" if len(remaining) > 3 else ""
+        scope.condition(
+            Cond(
+                type="Deleting",
+                status="True",
+                reason="WaitingForMachines",
+                message=f"waiting for {len(remaining)} Machine(s) to be deleted: {shown}{more}",
+            )
+        )
+        return False
 
     @staticmethod
     def _paused(scope: PoolScope, cluster: dict[str, Any] | None) -> str:

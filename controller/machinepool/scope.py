@@ -43,6 +43,8 @@ class PoolScope:
     events: list[PendingEvent] = field(default_factory=list)
     requeue_after: float | None = None
     errors: list[str] = field(default_factory=list)
+    #: One line per Machine being deleted (what its deletion waits for), for the conditions.
+    deleting_machines: list[str] = field(default_factory=list)
 
     @classmethod
     def from_object(cls, obj: Obj) -> PoolScope:

@@ -10,6 +10,8 @@ Event sources, each mapped to the MachinePool keys it concerns:
 - Secrets labelled ``cluster.x-k8s.io/cluster-name``: kubeconfig Secrets start/stop the
   workload cluster connection (:mod:`controller.workload.clusters`); bootstrap data Secrets
   map to the pools that name them in ``dataSecretName``;
+- Machines → their controller owner; infra machines (of the kinds given) → the pool whose
+  infra pool owns them;
 - workload Nodes → the pools whose ``spec.providerIDList`` holds the Node's provider ID
   (an index on the pool cache, so a Node event costs a dict lookup), or that the Node's
   owner annotations name (for a Node whose provider ID has already left the list).
@@ -22,8 +24,9 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from controller.api.kinds import CLUSTER, MACHINE_POOL, Kind
+from controller.api.kinds import CLUSTER, MACHINE, MACHINE_POOL, Kind
 from controller.machinepool.external import ExternalObjects
+from controller.machinepool.machines import PoolMachines
 from controller.machinepool.reconciler import MachinePoolReconciler
 from controller.runtime.controller import Controller
 from controller.runtime.discovery import RestMapper, ServedResource
@@ -31,7 +34,7 @@ from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import rest_metrics_for
 from controller.runtime.manager import Manager
-from controller.runtime.store import Obj
+from controller.runtime.store import CONTROLLER_OWNER_INDEX, Obj, controller_owner_keys
 from controller.workload.clusters import ClusterKey, WorkloadClusters
 
 PROVIDER_ID_INDEX = "providerID"
@@ -89,9 +92,13 @@ def setup_machinepool_controller(
     concurrency: int,
     reconcile_timeout: float,
     registry: CollectorRegistry,
+    infra_machine_kinds: Sequence[Kind] = (),
+    watch_filter: str | None = None,
 ) -> MachinePoolController:
     kube = manager.kube
-    pools = manager.informer(MACHINE_POOL, namespace=namespace)
+    # --watch-filter selects the pools we own; Clusters, Secrets and infra objects stay
+    # unfiltered, since they are only looked up or mapped to (already filtered) pools.
+    pools = manager.informer(MACHINE_POOL, namespace=namespace, label_selector=watch_filter)
     pools.store.add_index(name=PROVIDER_ID_INDEX, func=_pool_provider_ids)
     pools.store.add_index(name=CLUSTER_INDEX, func=_pool_cluster)
     pools.store.add_index(name=BOOTSTRAP_SECRET_INDEX, func=_pool_bootstrap_secret)
@@ -116,6 +123,17 @@ def setup_machinepool_controller(
         )
         infra_informers[(kind.group, kind.kind)] = manager.informer(kind, namespace=namespace)
 
+    machines = manager.informer(MACHINE, namespace=namespace, label_selector=watch_filter)
+    machines.store.ensure_index(name=CONTROLLER_OWNER_INDEX, func=controller_owner_keys)
+    infra_machine_informers: dict[tuple[str, str], Informer] = {}
+    for kind in infra_machine_kinds:
+        informer = manager.informer(kind, namespace=namespace, label_selector=watch_filter)
+        informer.store.ensure_index(name=CONTROLLER_OWNER_INDEX, func=controller_owner_keys)
+        infra_machine_informers[(kind.group, kind.kind)] = informer
+    pool_machines = PoolMachines(
+        kube=kube, machines=machines, infra_machines=infra_machine_informers
+    )
+
     controller_box: list[Controller] = []
 
     def on_node(cluster: ClusterKey, event: InformerEvent) -> None:
@@ -134,6 +152,7 @@ def setup_machinepool_controller(
         workloads=workloads,
         secrets=secrets,
         recorder=recorder,
+        machines=pool_machines if infra_machine_kinds else None,
     )
     controller = Controller(
         name="machinepool",
@@ -166,6 +185,26 @@ def setup_machinepool_controller(
 
     for informer in infra_informers.values():
         controller.watch(informer, infra_to_pools)
+
+    def infra_machine_to_pools(event: InformerEvent) -> list[str]:
+        # infra machine -> its infra pool (controller owner) -> the pool referencing it
+        meta = event.obj.get("metadata", {})
+        keys: set[str] = set()
+        for ref in meta.get("ownerReferences") or []:
+            if not ref.get("controller"):
+                continue
+            group = str(ref.get("apiVersion", "")).split("/")[0]
+            infra_ref = _ref_key(namespace=meta.get("namespace"), group=group,
+                                 kind=ref.get("kind"), name=ref.get("name"))  # fmt: skip
+            keys.update(
+                _key(p) for p in pools.store.by_index(name=INFRA_REF_INDEX, value=infra_ref)
+            )
+        return sorted(keys)
+
+    if infra_machine_kinds:
+        controller.watch(machines, _owner_pool_keys)
+        for informer in infra_machine_informers.values():
+            controller.watch(informer, infra_machine_to_pools)
     manager.add_controller(controller)
     manager.add_runnable(name="workload clusters", run=workloads.run)
     return MachinePoolController(controller=controller, reconciler=reconciler, workloads=workloads)

@@ -4,7 +4,8 @@ Phase follows Cluster API's order (last match wins): ``Pending`` → ``Provision
 ready, infrastructure not) → ``Provisioned`` (some Node matched) → ``Running`` (desired
 replicas ready) / ``ScalingUp`` / ``ScalingDown`` (``Scaling`` under replicas-managed-by) →
 ``Deleting``. Counters are honest: ``readyReplicas`` and ``availableReplicas`` count Nodes
-that are Ready (for ``minReadySeconds``), never copied from ``status.replicas``.
+that are Ready (for ``minReadySeconds``), or the pool's Machines when it has them, never
+copied from ``status.replicas``.
 
 Conditions set here: ``ScalingUp``, ``ScalingDown``, ``Available``, ``Deleting`` and the
 v1beta1 ``Ready`` summary; ``status.selector`` (for the scale subresource and
@@ -13,25 +14,11 @@ cluster-autoscaler) is the pool's Machine label selector.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
-
+from controller.api.labels import CLUSTER_NAME_LABEL, POOL_NAME_LABEL, pool_label_value
 from controller.machinepool.infrastructure import replicas_managed_externally
 from controller.machinepool.scope import PoolScope
 from controller.runtime import conditions
 from controller.runtime.conditions import Cond
-
-POOL_NAME_LABEL = "cluster.x-k8s.io/pool-name"
-CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
-
-
-def pool_label_value(name: str) -> str:
-    """The pool-name label value: the name when it is a valid label value, else a hash."""
-    if len(name) <= 63 and re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", name):
-        return name
-    digest = hashlib.sha256(name.encode()).digest()[:8]
-    return "hash_" + base64.urlsafe_b64encode(digest).decode().rstrip("=") + "_z"
 
 
 def update_status(scope: PoolScope) -> None:
@@ -40,9 +27,11 @@ def update_status(scope: PoolScope) -> None:
     replicas = int(status.get("replicas") or 0)
     ready = int(status.get("readyReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
-    # Without per-machine objects the contract does not say which instances run an old
-    # template; like Cluster API, count them all as up to date (Machines will refine this).
-    status["upToDateReplicas"] = replicas
+    if not status.get("infrastructureMachineKind"):
+        # Without per-machine objects the contract does not say which instances run an old
+        # template; like Cluster API, count them all as up to date. With Machines,
+        # :mod:`.machines` counts those whose UpToDate condition is True.
+        status["upToDateReplicas"] = replicas
     status["selector"] = (
         f"{CLUSTER_NAME_LABEL}={scope.pool.spec.cluster_name},"
         f"{POOL_NAME_LABEL}={pool_label_value(scope.name)}"
@@ -69,6 +58,9 @@ def update_status(scope: PoolScope) -> None:
 
     up = desired > replicas
     down = desired < replicas
+    notes = "".join(f"; {note}" for note in scope.deleting_machines[:3])
+    if len(scope.deleting_machines) > 3:
+        notes += f"; and {len(scope.deleting_machines) - 3} more Machines being deleted"
     scope.condition(
         Cond(type="ScalingUp", status="True", reason="ScalingUp",
              message=f"scaling up from {replicas} to {desired} replicas")
@@ -77,7 +69,7 @@ def update_status(scope: PoolScope) -> None:
     )  # fmt: skip
     scope.condition(
         Cond(type="ScalingDown", status="True", reason="ScalingDown",
-             message=f"scaling down from {replicas} to {desired} replicas")
+             message=f"scaling down from {replicas} to {desired} replicas{notes}")
         if down
         else Cond(type="ScalingDown", status="False", reason="NotScalingDown")
     )  # fmt: skip

@@ -8,13 +8,21 @@ For one infra pool (an InMemoryMachinePool, an AWSMachinePool, ...) it:
 2. adds its finalizer, and on deletion deletes the cloud group, then drops the finalizer;
 3. checks ``minSize <= replicas <= maxSize`` *before* any cloud call — a clash is the
    ``Ready=False`` condition with reason ``ReplicasOutOfRange``, not a cloud error;
-4. makes sure the group exists with the wanted shape (:meth:`ensure_group`), and sets its
-   capacity: up by ``set_capacity``; down by deleting chosen instances with the group shrunk
-   in the same call (the delete policy picks: ``Oldest`` by default, ``Newest``, ``Random``),
-   so the cloud never chooses a victim. Under ``cluster.x-k8s.io/replicas-managed-by`` the
-   capacity is left to the external autoscaler, and the group's desired capacity is copied
-   into the MachinePool's ``spec.replicas`` once the group has that many instances;
-5. writes the contract: ``spec.providerIDList`` (in launch order, then by ID, so it is
+4. makes sure the group exists with the wanted shape (:meth:`ensure_group`) and keeps one
+   infra machine per instance (:mod:`.machines`; the core controller makes a Machine for
+   each), then follows :func:`.scaling.plan_scaling`: launches by raising the capacity with
+   ``set_capacity``; removes the instances it picks (``cluster.x-k8s.io/delete-machine``
+   first, then the delete policy: ``Oldest`` by default, ``Newest``, ``Random``) by deleting
+   their Machines, so each is drained first and then deleted with the group shrunk in the
+   same call; the cloud never chooses a victim. An instance without a Machine yet is deleted
+   directly. With a rolling-update strategy, instances launched from an older template are
+   replaced within ``maxSurge``/``maxUnavailable``. Under
+   ``cluster.x-k8s.io/replicas-managed-by`` the capacity is left to the external autoscaler,
+   and the group's desired capacity is copied into the MachinePool's ``spec.replicas`` once
+   the group has that many instances (as CAPA does; the core copies the instance count);
+5. publishes scale-from-zero capacity (annotations and ``status.capacity``) when the adapter
+   knows its instance type (:mod:`.capacity`);
+6. writes the contract: ``spec.providerIDList`` (in launch order, then by ID, so it is
    stable), ``status.replicas``, ``status.ready`` and ``status.initialization.provisioned``,
    ``status.instances``, and a ``Ready`` condition.
 
@@ -30,21 +38,34 @@ size differs, and every ``steady_poll`` seconds once converged (to notice drift)
 from __future__ import annotations
 
 import copy
-import random
+import time
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 import structlog
 
-from controller.api.kinds import MACHINE_POOL, Kind
+from controller.api.kinds import MACHINE, MACHINE_POOL, Kind
+from controller.api.labels import (
+    PAUSED_ANNOTATION,
+    REPLICAS_MANAGED_BY_ANNOTATION,
+    machine_name,
+)
 from controller.providers.base import (
     GroupSpec,
     GroupStatus,
-    Instance,
     InstanceGroupProvider,
     PermanentError,
     ProviderError,
     RetryableError,
+)
+from controller.providers.capacity import publish_capacity
+from controller.providers.machines import InfraMachines, delete_machine
+from controller.providers.scaling import (
+    Member,
+    Plan,
+    Rollout,
+    plan_scaling,
+    resolve_rollout,
 )
 from controller.runtime import conditions
 from controller.runtime.conditions import Cond
@@ -55,8 +76,9 @@ from controller.runtime.informer import Informer
 from controller.runtime.kube import KubeClient
 from controller.runtime.patch import merge_patch
 
-REPLICAS_MANAGED_BY = "cluster.x-k8s.io/replicas-managed-by"
-PAUSED_ANNOTATION = "cluster.x-k8s.io/paused"
+REPLICAS_MANAGED_BY = REPLICAS_MANAGED_BY_ANNOTATION
+#: How long a removal we asked for counts as "going" before the Machine cache shows it.
+EXPECTATION_TTL = 30.0
 
 _log = structlog.get_logger(__name__)
 
@@ -69,6 +91,12 @@ class PoolAdapter(Protocol):
     kind: Kind
     finalizer: str
 
+    @property
+    def machine_kind(self) -> Kind | None:
+        """The per-instance infra machine kind (``status.infrastructureMachineKind``), or
+        ``None`` when the provider makes no infra machines."""
+        ...
+
     def group_name(self, *, infra: Obj) -> str:
         """The cloud group's name: stable for the object's life, unique in the account."""
         ...
@@ -79,27 +107,17 @@ class PoolAdapter(Protocol):
 
     def size_bounds(self, *, infra: Obj) -> tuple[int, int | None]: ...
 
+    def rolling_update(self, *, infra: Obj) -> tuple[int | str | None, int | str | None] | None:
+        """``(maxSurge, maxUnavailable)`` when out-of-date instances are to be replaced,
+        ``None`` to leave them alone."""
+        ...
+
 
 def _owner_pool_name(infra: Obj) -> str | None:
     for ref in infra["metadata"].get("ownerReferences") or []:
         if ref.get("kind") == MACHINE_POOL.kind and ref.get("controller"):
             return str(ref["name"])
     return None
-
-
-def order_for_removal(
-    instances: list[Instance], *, policy: str, rng: Callable[[], float] = random.random
-) -> list[Instance]:
-    """Instances in the order scale-in removes them (failed ones always first)."""
-    failed = [i for i in instances if i.state == "failed"]
-    rest = [i for i in instances if i.state != "failed"]
-    if policy == "Newest":
-        rest.sort(key=lambda i: (i.launched_at, i.instance_id), reverse=True)
-    elif policy == "Random":
-        rest.sort(key=lambda _: rng())
-    else:
-        rest.sort(key=lambda i: (i.launched_at, i.instance_id))
-    return failed + rest
 
 
 class InfraPoolReconciler:
@@ -115,8 +133,10 @@ class InfraPoolReconciler:
         pools: Informer,
         clusters: Informer,
         recorder: EventRecorder | None = None,
+        machines: InfraMachines | None = None,
         busy_poll: float = 2.0,
         steady_poll: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube = kube
         self.adapter = adapter
@@ -125,8 +145,13 @@ class InfraPoolReconciler:
         self.pools = pools
         self.clusters = clusters
         self.recorder = recorder
+        self.machines = machines
         self.busy_poll = busy_poll
         self.steady_poll = steady_poll
+        self.clock = clock
+        #: instance ID -> when we asked for its removal (ReplicaSet-style expectations: a
+        #: removal counts as going until the Machine cache shows it, or the TTL passes).
+        self._removing: dict[str, float] = {}
 
     async def reconcile(self, key: str) -> Result:
         cached = self.infra.store.get(key)
@@ -146,6 +171,8 @@ class InfraPoolReconciler:
                 await self.provider.delete_group(name=name)
             except RetryableError as exc:
                 return self._retry(exc)
+            if self.machines is not None:
+                await self.machines.release_all(infra=infra)
             await remove_finalizer(
                 kube=self.kube, resource=kind, obj=infra, finalizer=self.adapter.finalizer
             )
@@ -165,6 +192,8 @@ class InfraPoolReconciler:
 
         status = copy.deepcopy(infra.get("status") or {})
         spec_patch: dict[str, Any] = {}
+        await publish_capacity(kube=self.kube, kind=kind, adapter=self.adapter, infra=infra,
+                               status=status)  # fmt: skip
         managed = (pool["metadata"].get("annotations") or {}).get(REPLICAS_MANAGED_BY)
         external_size = managed is not None and managed.lower() != "false"
         desired = pool["spec"].get("replicas")
@@ -183,7 +212,14 @@ class InfraPoolReconciler:
             group = await self.provider.ensure_group(
                 spec=self.adapter.group_spec(infra=infra, pool=pool)
             )
-            group = await self._scale(group, desired=desired, infra=infra, external=external_size)
+            if self.machines is not None and await self.machines.sync(
+                infra=infra, pool=pool, group=group, provider=self.provider
+            ):
+                group = await self.provider.describe_group(name=group.name)
+            plan = Plan(members=len(group.instances))
+            if not external_size:
+                plan = self._plan(group, desired=desired, infra=infra)
+                group = await self._scale(group, plan=plan, infra=infra)
         except PermanentError as exc:
             status["failureReason"] = exc.code
             status["failureMessage"] = exc.message
@@ -205,6 +241,8 @@ class InfraPoolReconciler:
         status.pop("failureMessage", None)
         status["replicas"] = len(instances)
         status["ready"] = True
+        if self.adapter.machine_kind is not None:
+            status["infrastructureMachineKind"] = self.adapter.machine_kind.kind
         status.setdefault("initialization", {})["provisioned"] = True
         status["instances"] = [
             {
@@ -224,32 +262,77 @@ class InfraPoolReconciler:
             status.update(status_fields(infra=infra, group=group))
         self._set_ready(status, infra, True, "Ready", "")
         await self._write(infra, status=status, spec_patch=spec_patch)
-        if external_size and owner is not None:
+        if external_size:
             await self._follow_group_size(pool, group=group, live=len(instances))
-        converged = all(i.state == "running" for i in instances) and (
-            external_size or len(instances) == desired
+        status["outdatedReplicas"] = plan.outdated
+        converged = (
+            all(i.state == "running" for i in instances)
+            and (external_size or (plan.members == desired and not plan.outdated))
+            and not plan.removals
         )
         return Result(requeue_after=self.steady_poll if converged else self.busy_poll)
 
     # ---------------------------------------------------------------- steps
 
-    async def _scale(
-        self, group: GroupStatus, *, desired: int, infra: Obj, external: bool
-    ) -> GroupStatus:
-        if external or group.desired_capacity == desired:
-            return group
-        if desired > group.desired_capacity:
-            await self.provider.set_capacity(name=group.name, desired=desired)
+    def _plan(self, group: GroupStatus, *, desired: int, infra: Obj) -> Plan:
+        now = self.clock()
+        self._removing = {
+            iid: when for iid, when in self._removing.items() if now - when < EXPECTATION_TTL
+        }
+        if self.machines is not None:
+            members = self.machines.members(infra=infra, group=group)
+            hold = bool(self.machines.unaccounted_deletions(infra=infra))
         else:
-            live = [i for i in group.instances if i.state != "terminating"]
-            surplus = group.desired_capacity - desired
-            victims = order_for_removal(live, policy=self.adapter.delete_policy(infra=infra))
-            for instance in victims[:surplus]:
+            members = [Member(instance=i, ready=i.state == "running") for i in group.instances]
+            hold = False
+        members = [
+            Member(instance=m.instance, going=True, marked=m.marked, ready=m.ready)
+            if m.instance.instance_id in self._removing and not m.going
+            else m
+            for m in members
+        ]
+        limits = self.adapter.rolling_update(infra=infra)
+        rollout: Rollout | None = None
+        if limits is not None:
+            rollout = resolve_rollout(
+                max_surge=limits[0], max_unavailable=limits[1], desired=desired
+            )
+        return plan_scaling(
+            members=members,
+            desired=desired,
+            capacity=group.desired_capacity,
+            template_version=group.template_version,
+            policy=self.adapter.delete_policy(infra=infra),
+            rollout=rollout,
+            hold=hold,
+        )
+
+    async def _scale(self, group: GroupStatus, *, plan: Plan, infra: Obj) -> GroupStatus:
+        if plan.capacity is None and not plan.removals:
+            return group
+        if plan.capacity is not None and plan.capacity > group.desired_capacity:
+            await self.provider.set_capacity(name=group.name, desired=plan.capacity)
+        namespace = str(infra["metadata"]["namespace"])
+        for removal in plan.removals:
+            instance = removal.instance
+            machine = None
+            if self.machines is not None:
+                machine = self.machines.machine(
+                    namespace=namespace,
+                    name=machine_name(pool=str(infra["metadata"]["name"]),
+                                      instance_id=instance.instance_id),
+                )  # fmt: skip
+            self._removing[instance.instance_id] = self.clock()
+            if machine is not None:
+                _log.info("removing machine", machine=machine["metadata"]["name"],
+                          reason=removal.reason)  # fmt: skip
+                await delete_machine(
+                    kube=self.kube, machine_kind=MACHINE, machine=machine, reason=removal.reason
+                )
+            else:
                 await self.provider.delete_instance(
                     name=group.name, instance_id=instance.instance_id, shrink=True
                 )
-            if surplus > len(victims):
-                await self.provider.set_capacity(name=group.name, desired=desired)
         return await self.provider.describe_group(name=group.name)
 
     async def _follow_group_size(self, pool: Obj, *, group: GroupStatus, live: int) -> None:
@@ -310,4 +393,4 @@ class InfraPoolReconciler:
             self.recorder.event(infra, type=type_, reason=reason, message=message)
 
 
-__all__ = ["InfraPoolReconciler", "PoolAdapter", "order_for_removal"]
+__all__ = ["InfraPoolReconciler", "PoolAdapter"]

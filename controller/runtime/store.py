@@ -75,6 +75,13 @@ class Store:
                 table[value].add(key)
         self._indexes[name] = table
 
+    def ensure_index(self, *, name: str, func: IndexFunc) -> None:
+        """:meth:`add_index` unless the same index is already there (shared informers are
+        set up by more than one controller); a different function under the name raises."""
+        if self._index_funcs.get(name) is func:
+            return
+        self.add_index(name=name, func=func)
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -126,3 +133,17 @@ class Store:
                     keys.discard(key)
                     if not keys:
                         del table[value]
+
+
+#: The index of :func:`controller_owner_keys`.
+CONTROLLER_OWNER_INDEX = "controllerOwner"
+
+
+def controller_owner_keys(obj: Obj) -> list[str]:
+    """Index function: ``namespace/name`` of the object's controller owner (same namespace)."""
+    meta = obj.get("metadata", {})
+    return [
+        f"{meta.get('namespace')}/{ref.get('name')}"
+        for ref in meta.get("ownerReferences") or []
+        if ref.get("controller")
+    ]

@@ -108,7 +108,7 @@ class WorkloadClusters:
         inactivity_timeout: float = 70.0,
         backoff_initial: float = 0.8,
     ) -> None:
-        self._on_node_event = on_node_event
+        self._node_handlers: list[NodeHandler] = [on_node_event]
         self._rest_metrics = rest_metrics
         self._request_timeout = request_timeout
         self._inactivity_timeout = inactivity_timeout
@@ -116,6 +116,14 @@ class WorkloadClusters:
         self._clusters: dict[ClusterKey, WorkloadCluster] = {}
         self._errors: dict[ClusterKey, str] = {}
         self._pending: asyncio.Queue[tuple[ClusterKey, Obj | None]] = asyncio.Queue()
+
+    def add_node_handler(self, handler: NodeHandler) -> None:
+        """Also call ``handler`` for every Node event of every workload cluster."""
+        self._node_handlers.append(handler)
+
+    def _dispatch_node_event(self, key: ClusterKey, event: InformerEvent) -> None:
+        for handler in self._node_handlers:
+            handler(key, event)
 
     # ------------------------------------------------------------- queries
 
@@ -193,7 +201,7 @@ class WorkloadClusters:
         )
         nodes.store.add_index(name=PROVIDER_ID_INDEX, func=by_provider_id)
         nodes.store.add_index(name=OWNER_INDEX, func=by_owner_annotation)
-        nodes.add_handler(lambda event: self._on_node_event(key, event))
+        nodes.add_handler(lambda event: self._dispatch_node_event(key, event))
         cluster = WorkloadCluster(key=key, api=api, kube=kube, nodes=nodes, secret_version=version)
         cluster.task = asyncio.create_task(nodes.run(), name=f"nodes {key}")
         self._clusters[key] = cluster

@@ -28,13 +28,12 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import CLUSTER, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
+from controller.app import setup_controllers
 from controller.machinepool.reconciler import FINALIZER
-from controller.machinepool.setup import setup_machinepool_controller
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.names import dns_label
 from controller.providers.inmemory.simulator import InstanceView, Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
-from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.kube import (
     NAMESPACES,
     NODES,
@@ -340,14 +339,10 @@ async def world(
             Simulator(registrar=registrar, seed=1) as simulator,
         ):
             the_world = World(kube=kube, namespace=namespace, simulator=simulator)
-            setup_machinepool_controller(
-                manager=manager, namespace=namespace, infra_kinds=[IN_MEMORY_MACHINE_POOL],
-                recorder=None, concurrency=4, reconcile_timeout=30, registry=registry,
-            )  # fmt: skip
-            setup_infrastructure_controller(
-                manager=manager, namespace=namespace, adapter=InMemoryPoolAdapter(),
-                provider=simulator, recorder=None, concurrency=4, reconcile_timeout=30,
-                registry=registry, busy_poll=0.5,
+            setup_controllers(
+                manager=manager, namespace=namespace, pools=True,
+                providers=[(InMemoryPoolAdapter(), simulator)], recorder=None, concurrency=4,
+                reconcile_timeout=30, busy_poll=0.5,
             )  # fmt: skip
             shutdown = asyncio.Event()
             task = asyncio.create_task(manager.run(shutdown=shutdown))

@@ -10,7 +10,6 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,9 @@ from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE_POOL
 from controller.machinepool.setup import setup_machinepool_controller
-from controller.providers.base import Instance
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
-from controller.providers.reconciler import order_for_removal
 from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.kube import NODES, ApiError, KubeClient, RestMetrics
 from controller.runtime.manager import Manager, ManagerOptions
@@ -34,25 +31,6 @@ from controller.testing.scenario import create_inmemory_pool, create_workload_cl
 from controller.testing.waiting import until
 
 Obj = dict[str, Any]
-
-
-def _instance(i: int, *, age: int, state: str = "running") -> Instance:
-    return Instance(
-        instance_id=f"i{i}",
-        provider_id=f"inmemory:///z/i{i}",
-        zone="z",
-        state=state,  # type: ignore[arg-type]
-        version="1",
-        launched_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=age),
-    )
-
-
-def test_delete_policy_orders_victims() -> None:
-    pool = [_instance(1, age=10), _instance(2, age=30), _instance(3, age=20, state="failed")]
-    assert [i.instance_id for i in order_for_removal(pool, policy="Oldest")] == ["i3", "i1", "i2"]
-    assert [i.instance_id for i in order_for_removal(pool, policy="Newest")] == ["i3", "i2", "i1"]
-    randomised = order_for_removal(pool, policy="Random", rng=iter([0.9, 0.1]).__next__)
-    assert [i.instance_id for i in randomised] == ["i3", "i2", "i1"]
 
 
 @dataclass

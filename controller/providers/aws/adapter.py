@@ -158,6 +158,23 @@ class AwsPoolAdapter:
     def delete_policy(self, *, infra: Obj) -> str:
         return str((infra.get("spec") or {}).get("deletePolicy") or "Oldest")
 
+    def rolling_update(self, *, infra: Obj) -> tuple[int | str | None, int | str | None] | None:
+        """Surge-and-replace limits after a shape change; ``None`` leaves instances alone.
+
+        As CAPA, a pool replaces out-of-date instances by default (CAPA with an instance
+        refresh, we with our own surge-and-replace: ``strategy.rollingUpdate``, default surge
+        1, unavailable 0). Not with ``strategy.type: InstanceRefresh`` (AWS does it) or with
+        ``refreshPreferences.disable``.
+        """
+        spec = infra.get("spec") or {}
+        strategy = spec.get("strategy") or {}
+        if strategy.get("type") == "InstanceRefresh":
+            return None
+        if (spec.get("refreshPreferences") or {}).get("disable"):
+            return None
+        rolling = strategy.get("rollingUpdate") or {}
+        return rolling.get("maxSurge"), rolling.get("maxUnavailable")
+
     def size_bounds(self, *, infra: Obj) -> tuple[int, int | None]:
         spec = infra.get("spec") or {}
         low = spec.get("minSize")

@@ -40,6 +40,7 @@ def setup_aws_controller(
     registry: CollectorRegistry,
     busy_poll: float = 2.0,
     steady_poll: float = 60.0,
+    watch_filter: str | None = None,
 ) -> Controller:
     secrets = manager.informer(SECRETS, namespace=namespace, label_selector=BOOTSTRAP_SECRET_LABEL)
     adapter = AwsPoolAdapter(secrets=secrets, templates=provider.templates)
@@ -54,8 +55,9 @@ def setup_aws_controller(
         registry=registry,
         busy_poll=busy_poll,
         steady_poll=steady_poll,
+        watch_filter=watch_filter,
     )
-    pools = manager.informer(MACHINE_POOL, namespace=namespace)
+    pools = manager.informer(MACHINE_POOL, namespace=namespace, label_selector=watch_filter)
 
     def from_secret(event: InformerEvent) -> list[str]:
         meta = event.obj.get("metadata") or {}

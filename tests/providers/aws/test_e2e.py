@@ -22,8 +22,9 @@ import yaml
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
-from controller.api.kinds import AWS_MACHINE_POOL, MACHINE_POOL, Kind
-from controller.machinepool.setup import setup_machinepool_controller
+from controller.api.kinds import AWS_MACHINE, AWS_MACHINE_POOL, MACHINE, MACHINE_POOL, Kind
+from controller.app import setup_controllers
+from controller.providers.aws.adapter import AwsPoolAdapter
 from controller.providers.aws.client import AwsApi
 from controller.providers.aws.emulator import FaultProxy, Faults
 from controller.providers.aws.provider import AwsProvider
@@ -234,9 +235,12 @@ async def env(
         api,
         AwsProvider(region=REGION, api=api, poll_interval=2.0, busy_interval=0.5) as provider,
     ):
-        setup_machinepool_controller(
-            manager=manager, namespace=namespace, infra_kinds=[AWS_MACHINE_POOL],
-            recorder=None, concurrency=4, reconcile_timeout=30, registry=registry,
+        # The product's composition (MachinePool and Machine controllers knowing the AWS
+        # kinds), and the AWS infrastructure controller as `run --controllers ...,aws` wires it.
+        setup_controllers(
+            manager=manager, namespace=namespace, pools=True,
+            providers=[(AwsPoolAdapter(), None)], recorder=None, concurrency=4,
+            reconcile_timeout=30,
         )  # fmt: skip
         setup_aws_controller(
             manager=manager, namespace=namespace, provider=provider, recorder=None,
@@ -286,6 +290,13 @@ async def test_capa_manifest_runs_scales_and_is_deleted(env: Env, throttle: floa
     assert infra["spec"]["awsLaunchTemplate"]["spotMarketOptions"] == {}  # preserved
     assert infra["status"]["launchTemplateID"].startswith("lt-")
     assert infra["status"]["launchTemplateVersion"] == "1"
+    assert infra["status"]["infrastructureMachineKind"] == "AWSMachine"
+    aws_machines = (await env.kube.list(AWS_MACHINE, namespace=env.namespace))["items"]
+    assert sorted(m["spec"]["providerID"] for m in aws_machines) == sorted(
+        (await env.pool("workers"))["spec"]["providerIDList"]
+    )
+    machines = (await env.kube.list(MACHINE, namespace=env.namespace))["items"]
+    assert len(machines) == 3
     group = await env.group("workers")
     assert group is not None
     assert group["CapacityRebalance"] is True
@@ -341,28 +352,51 @@ async def test_replicas_managed_by_follows_the_group(env: Env, throttle: float) 
 
 
 @THROTTLED
-async def test_launch_template_change_makes_a_new_version(env: Env, throttle: float) -> None:
+async def test_launch_template_change_rolls_every_instance(env: Env, throttle: float) -> None:
     env.proxy.faults = Faults(throttle_rate=throttle)
-    await env.apply(name="lt", replicas=1)
-    await until(lambda: env.converged("lt", 1), timeout=60, what="1 replica")
-    first = (await env.infra("lt"))["status"]["instances"][0]["version"]
+    await env.apply(name="lt", replicas=2)
+    await until(lambda: env.converged("lt", 2), timeout=60, what="2 replicas")
+    before = (await env.infra("lt"))["status"]["instances"]
+    old_version = {i["version"] for i in before}
     await env.kube.merge_patch(
         AWS_MACHINE_POOL, namespace=env.namespace, name="lt",
         patch={"spec": {"awsLaunchTemplate": {"instanceType": "m6i.large"}}},
     )  # fmt: skip
 
-    async def new_version() -> bool:
-        listed = await env.provider.api.call(
-            "ec2", "DescribeLaunchTemplates", LaunchTemplateNames=[f"{env.namespace}-lt"]
+    async def rolled() -> bool:
+        instances = (await env.infra("lt"))["status"]["instances"]
+        return (
+            await env.converged("lt", 2)
+            and not {i["version"] for i in instances} & old_version
+            and not {i["instanceID"] for i in instances} & {i["instanceID"] for i in before}
         )
-        return bool(listed["LaunchTemplates"][0]["LatestVersionNumber"] == 2)
 
-    await until(new_version, timeout=30, what="launch template version 2")
-    await env.scale("lt", 2)
-    await until(lambda: env.converged("lt", 2), timeout=60, what="2 replicas")
-    versions = {i["version"] for i in (await env.infra("lt"))["status"]["instances"]}
-    assert first in versions
-    assert len(versions) == 2  # the new instance runs the new shape
+    # Surge-and-replace (default surge 1, unavailable 0): each old instance's Machine is
+    # drained and deleted after its replacement runs.
+    await until(rolled, timeout=90, what="every instance replaced from the new template")
+    listed = await env.provider.api.call(
+        "ec2", "DescribeLaunchTemplates", LaunchTemplateNames=[f"{env.namespace}-lt"]
+    )
+    assert listed["LaunchTemplates"][0]["LatestVersionNumber"] == 2
+    infra = await env.infra("lt")
+    assert infra["status"]["launchTemplateVersion"] == "2"
+
+
+async def test_deleting_one_machine_terminates_its_instance_and_shrinks_the_pool(
+    env: Env,
+) -> None:
+    await env.apply(name="one", replicas=3)
+    await until(lambda: env.converged("one", 3), timeout=60, what="3 replicas")
+    machines = await env.kube.list(MACHINE, namespace=env.namespace)
+    victim = sorted(machines["items"], key=lambda m: m["metadata"]["name"])[0]
+    provider_id = victim["spec"]["providerID"]
+    await env.kube.delete(MACHINE, namespace=env.namespace, name=victim["metadata"]["name"])
+    await until(lambda: env.converged("one", 2), timeout=60, what="2 replicas")
+    group = await env.group("one")
+    assert group is not None
+    assert group["DesiredCapacity"] == 2
+    assert provider_id.rsplit("/", 1)[-1] not in {i["InstanceId"] for i in group["Instances"]}
+    assert (await env.pool("one"))["spec"]["replicas"] == 2
 
 
 async def test_every_scenario_converges_with_a_fifth_of_calls_throttled(env: Env) -> None:

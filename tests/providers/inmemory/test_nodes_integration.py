@@ -11,18 +11,20 @@ import base64
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
+from controller.machines.drain import cordon, drain_step
 from controller.providers.inmemory.client import InMemoryProvider
 from controller.providers.inmemory.nodes import UNINITIALIZED_TAINT, ZONE_LABEL
 from controller.providers.inmemory.server import SimulatorServer
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
-from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, RestMetrics
+from controller.runtime.kube import NODES, PODS, SECRETS, ApiError, KubeClient, RestMetrics
 from controller.testing import ControlPlane
 from controller.testing.waiting import until
 
@@ -32,6 +34,7 @@ from .helpers import group_spec
 @dataclass
 class Cloud:
     kube: KubeClient
+    registrar: KubeNodeRegistrar
     sim: Simulator
     provider: InMemoryProvider
     group: str
@@ -86,14 +89,63 @@ async def cloud(api_client: client.ApiClient, namespace: str) -> AsyncIterator[C
             InMemoryProvider(base_url=server.url, registry=CollectorRegistry()) as provider,
         ):
             yield Cloud(
-                kube=kube, sim=sim, provider=provider, group=group, cluster=f"{namespace}/wl"
+                kube=kube,
+                registrar=registrar,
+                sim=sim,
+                provider=provider,
+                group=group,
+                cluster=f"{namespace}/wl",
             )
     finally:
+        for pod in (await kube.list(PODS, namespace=namespace)).get("items", []):
+            with contextlib.suppress(ApiError):
+                await _delete_pod(kube, pod, grace=0)
         listed = await kube.list(NODES)
         for node in listed.get("items", []):
             if node["metadata"]["name"].startswith(group):
                 with contextlib.suppress(ApiError):
                     await kube.delete(NODES, name=node["metadata"]["name"])
+
+
+async def _pod(kube: KubeClient, *, namespace: str, name: str, node: str) -> dict[str, Any]:
+    """A Running, Ready pod bound to ``node`` (as if scheduled there and started)."""
+    await kube.create(
+        PODS,
+        namespace=namespace,
+        body={
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": node,
+                "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}],
+            },
+        },
+    )
+    return await kube.merge_patch(
+        PODS,
+        namespace=namespace,
+        name=name,
+        subresource="status",
+        patch={"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
+    )
+
+
+async def _delete_pod(kube: KubeClient, pod: dict[str, Any], *, grace: int | None = None) -> None:
+    body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+    if grace is not None:
+        body["gracePeriodSeconds"] = grace
+    meta = pod["metadata"]
+    await kube.request(
+        method="DELETE", path=PODS.path(namespace=meta["namespace"], name=meta["name"]), body=body
+    )
+
+
+async def _pod_or_none(kube: KubeClient, *, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return await kube.get(PODS, namespace=namespace, name=name)
+    except ApiError as exc:
+        if exc.not_found:
+            return None
+        raise
 
 
 async def test_nodes_register_turn_ready_and_go_unknown_when_deleted(
@@ -183,3 +235,103 @@ async def test_an_unreachable_workload_cluster_is_retried_until_its_secret_appea
             return len(found) == 1 and (_ready(found[0]) or {}).get("status") == "True"
 
         await until(ready, timeout=15, what="the Node registered and Ready")
+
+
+async def test_the_kubelet_finishes_evicted_pods_only_while_its_instance_runs(
+    control_plane: ControlPlane, api_client: client.ApiClient, namespace: str
+) -> None:
+    async with cloud(api_client, namespace) as c:
+        await _secret(c.kube, namespace=namespace, control_plane=control_plane)
+        await c.provider.ensure_group(
+            spec=group_spec(c.group, cluster=c.cluster, boot=0.1, ready=0.1)
+        )
+        await c.provider.set_capacity(name=c.group, desired=2)
+
+        async def both_ready() -> bool:
+            found = await c.nodes()
+            return len(found) == 2 and all(
+                (_ready(n) or {}).get("status") == "True" for n in found.values()
+            )
+
+        await until(both_ready, timeout=15, what="two Ready Nodes")
+        victim, survivor = (await c.provider.describe_group(name=c.group)).instances
+        await until(
+            lambda: (
+                c.registrar.live_nodes(cluster=c.cluster)
+                == {victim.instance_id, survivor.instance_id}
+            ),
+            timeout=5,
+            what="both kubelets live",
+        )
+        await _pod(c.kube, namespace=namespace, name="on-victim", node=victim.instance_id)
+        await _pod(c.kube, namespace=namespace, name="web", node=survivor.instance_id)
+
+        # A drain of the survivor's Node: the eviction leaves the pod terminating, and its
+        # kubelet finishes it, so the next pass finds the Node drained.
+        await cordon(kube=c.kube, node=survivor.instance_id)
+        first = await drain_step(
+            kube=c.kube, node=survivor.instance_id, now=datetime.now(UTC), node_unreachable=False
+        )
+        assert first.evicted == (f"{namespace}/web",)
+
+        async def web_gone() -> bool:
+            return await _pod_or_none(c.kube, namespace=namespace, name="web") is None
+
+        await until(web_gone, timeout=10, what="the kubelet to finish the evicted pod")
+        second = await drain_step(
+            kube=c.kube, node=survivor.instance_id, now=datetime.now(UTC), node_unreachable=False
+        )
+        assert second.done
+
+        # The victim's instance goes away: its kubelet no longer finishes anything.
+        await c.provider.delete_instance(name=c.group, instance_id=victim.instance_id, shrink=True)
+
+        async def victim_unknown() -> bool:
+            node = (await c.nodes()).get(victim.provider_id)
+            return node is not None and (_ready(node) or {}).get("status") == "Unknown"
+
+        await until(victim_unknown, timeout=15, what="the victim's Node Unknown")
+        assert c.registrar.live_nodes(cluster=c.cluster) == {survivor.instance_id}
+        on_victim = await c.kube.get(PODS, namespace=namespace, name="on-victim")
+        await _delete_pod(c.kube, on_victim)
+        # A later deletion on the live Node is finished; the informer handles events in order,
+        # so by then the victim's pod has been seen deleting and left alone.
+        later = await _pod(c.kube, namespace=namespace, name="later", node=survivor.instance_id)
+        await _delete_pod(c.kube, later)
+
+        async def later_gone() -> bool:
+            return await _pod_or_none(c.kube, namespace=namespace, name="later") is None
+
+        await until(later_gone, timeout=10, what="the live kubelet to finish its pod")
+        stuck = await _pod_or_none(c.kube, namespace=namespace, name="on-victim")
+        assert stuck is not None
+        assert stuck["metadata"].get("deletionTimestamp")
+
+
+async def test_a_pod_deleted_before_its_node_registers_is_finished_once_it_does(
+    control_plane: ControlPlane, api_client: client.ApiClient, namespace: str
+) -> None:
+    async with cloud(api_client, namespace) as c:
+        await c.provider.ensure_group(
+            spec=group_spec(c.group, cluster=c.cluster, boot=0.1, ready=0.1)
+        )
+        await c.provider.set_capacity(name=c.group, desired=1)
+
+        async def running() -> bool:
+            status = await c.provider.describe_group(name=c.group)
+            return [i.state for i in status.instances] == ["running"]
+
+        await until(running, timeout=10, what="the instance running")
+        (inst,) = (await c.provider.describe_group(name=c.group)).instances
+        pod = await _pod(c.kube, namespace=namespace, name="early", node=inst.instance_id)
+        await _delete_pod(c.kube, pod)
+        assert (await c.kube.get(PODS, namespace=namespace, name="early"))["metadata"][
+            "deletionTimestamp"
+        ]
+
+        await _secret(c.kube, namespace=namespace, control_plane=control_plane)
+
+        async def early_gone() -> bool:
+            return await _pod_or_none(c.kube, namespace=namespace, name="early") is None
+
+        await until(early_gone, timeout=15, what="the registered kubelet to finish the pod")

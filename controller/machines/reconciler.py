@@ -1,0 +1,427 @@
+"""The Machine controller for MachinePool Machines: status from the infra machine and the
+Node, and the deletion path that drains before anything is removed.
+
+Only Machines whose controller owner is a MachinePool and whose infra machine is of a kind
+this process watches are handled; other Machines belong to other controllers and are never
+touched.
+
+Status (written only when it changes): ``status.nodeRef``, ``status.nodeInfo``,
+``status.addresses``, ``status.initialization.infrastructureProvisioned``, ``phase``
+(``Provisioning`` → ``Provisioned`` → ``Running``, ``Deleting``), and the conditions
+``InfrastructureReady`` (the infra machine's instance runs), ``NodeReady`` and
+``NodeHealthy`` (the Node's Ready condition; ``NodeNotFound`` while it has not appeared),
+``Ready`` (both), ``Available`` (Ready for ``spec.minReadySeconds``; a requeue is scheduled
+for the moment it will be) and ``UpToDate`` (the infra machine's, i.e. launched from the
+group's current template).
+
+Deletion, in order, each step recorded in the ``Deleting`` condition:
+
+1. drain: cordon the Node and evict its pods through the Eviction API
+   (:mod:`.drain`), one pass per reconcile, requeued until done. A PodDisruptionBudget that
+   blocks an eviction keeps the Machine in ``Deleting`` with reason ``DrainingNode`` and the
+   blocked pods in the message, until ``spec.deletion.nodeDrainTimeoutSeconds`` passes
+   (unset or 0: no limit), then the drain is abandoned with a Warning Event. Skipped with the
+   ``machine.cluster.x-k8s.io/exclude-node-draining`` annotation, when the Node is gone, and
+   when the instance is already gone;
+2. delete the infra machine and wait until it is gone: its provider deletes the instance
+   with the group shrunk by one, so no cloud ever picks a replacement or a different victim;
+3. delete the Node; with the workload cluster unreachable this gives up after
+   ``spec.deletion.nodeDeletionTimeoutSeconds`` (default 10) with a Warning Event;
+4. remove the finalizer.
+
+Failure: API errors propagate (the controller retries with backoff); a workload cluster that
+is not connected is waited for, within the timeouts above.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import structlog
+
+from controller.api.kinds import MACHINE, MACHINE_POOL
+from controller.api.labels import (
+    DELETE_REASON_ANNOTATION,
+    EXCLUDE_NODE_DRAINING_ANNOTATION,
+    MACHINE_FINALIZER,
+    PAUSED_ANNOTATION,
+)
+from controller.machines.drain import cordon, drain_deadline_passed, drain_step
+from controller.runtime import conditions
+from controller.runtime.conditions import Cond
+from controller.runtime.controller import Result
+from controller.runtime.events import EventRecorder
+from controller.runtime.finalizers import add_finalizer, remove_finalizer
+from controller.runtime.informer import Informer
+from controller.runtime.kube import NODES, ApiError, KubeClient
+from controller.runtime.patch import merge_patch
+from controller.runtime.store import Obj
+from controller.workload.clusters import ClusterKey, WorkloadCluster, WorkloadClusters
+
+DEFAULT_NODE_DELETION_TIMEOUT = 10
+DRAIN_POLL = 5.0
+
+_log = structlog.get_logger(__name__)
+
+
+def parse_time(value: object) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(obj: Obj | None, type_: str) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def is_pool_machine(machine: Obj) -> bool:
+    return any(
+        r.get("kind") == MACHINE_POOL.kind and r.get("controller")
+        for r in machine["metadata"].get("ownerReferences") or []
+    )
+
+
+class MachineReconciler:
+    """Reconciles MachinePool Machines; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        machines: Informer,
+        clusters: Informer,
+        workloads: WorkloadClusters,
+        infra_machines: Mapping[tuple[str, str], Informer],
+        recorder: EventRecorder | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.kube = kube
+        self.machines = machines
+        self.clusters = clusters
+        self.workloads = workloads
+        self.infra_machines = dict(infra_machines)
+        self.recorder = recorder
+        self.now = now
+
+    async def reconcile(self, key: str) -> Result:
+        cached = self.machines.store.get(key)
+        if cached is None or not is_pool_machine(cached):
+            return Result()
+        machine = copy.deepcopy(cached)
+        meta = machine["metadata"]
+        spec = machine.get("spec") or {}
+        ref = spec.get("infrastructureRef") or {}
+        if (str(ref.get("apiGroup")), str(ref.get("kind"))) not in self.infra_machines:
+            _log.debug("machine's infra kind is not ours", machine=key, kind=ref.get("kind"))
+            return Result()
+        cluster = self.clusters.store.get(f"{meta['namespace']}/{spec.get('clusterName')}")
+        if (cluster is not None and (cluster.get("spec") or {}).get("paused")) or (
+            PAUSED_ANNOTATION in (meta.get("annotations") or {})
+        ):
+            return Result()
+        workload = self.workloads.get(ClusterKey(str(meta["namespace"]),
+                                                 str(spec.get("clusterName"))))  # fmt: skip
+        if meta.get("deletionTimestamp"):
+            if MACHINE_FINALIZER not in (meta.get("finalizers") or []):
+                return Result()
+            return await self._delete(machine, workload=workload)
+        if await add_finalizer(
+            kube=self.kube, resource=MACHINE, obj=machine, finalizer=MACHINE_FINALIZER
+        ):
+            return Result()
+        return await self._observe(machine, workload=workload)
+
+    # ------------------------------------------------------------- status
+
+    def _infra_informer(self, machine: Obj) -> Informer:
+        ref = (machine.get("spec") or {}).get("infrastructureRef") or {}
+        return self.infra_machines[(str(ref.get("apiGroup")), str(ref.get("kind")))]
+
+    def _infra_machine(self, machine: Obj) -> Obj | None:
+        ref = (machine.get("spec") or {}).get("infrastructureRef") or {}
+        informer = self.infra_machines.get((str(ref.get("apiGroup")), str(ref.get("kind"))))
+        if informer is None:
+            return None
+        return informer.store.get(f"{machine['metadata']['namespace']}/{ref.get('name')}")
+
+    def _node(self, machine: Obj, workload: WorkloadCluster | None) -> Obj | None:
+        if workload is None:
+            return None
+        provider_id = (machine.get("spec") or {}).get("providerID")
+        if provider_id:
+            node = workload.node_for_provider_id(str(provider_id))
+            if node is not None:
+                return node
+        ref = (machine.get("status") or {}).get("nodeRef") or {}
+        return workload.nodes.store.get(str(ref["name"])) if ref.get("name") else None
+
+    async def _observe(self, machine: Obj, *, workload: WorkloadCluster | None) -> Result:
+        result = Result()
+        now = self.now()
+        status = copy.deepcopy(machine.get("status") or {})
+        generation = machine["metadata"].get("generation")
+        infra = self._infra_machine(machine)
+        provisioned = bool(
+            ((infra or {}).get("status") or {}).get("initialization", {}).get("provisioned")
+        )
+        status.setdefault("initialization", {})["infrastructureProvisioned"] = provisioned
+        set_ = self._setter(status, generation)
+        if infra is None:
+            set_("InfrastructureReady", False, "InfrastructureNotFound",
+                 "the infra machine does not exist")  # fmt: skip
+        elif provisioned:
+            set_("InfrastructureReady", True, "Ready", "")
+        else:
+            set_("InfrastructureReady", False, "Provisioning",
+                 f"waiting for {infra.get('kind')} {infra['metadata']['name']}")  # fmt: skip
+
+        node = self._node(machine, workload)
+        node_ready_since: datetime | None = None
+        if node is not None:
+            node_meta = node["metadata"]
+            status["nodeRef"] = {"name": node_meta["name"]}
+            info = (node.get("status") or {}).get("nodeInfo")
+            if info:
+                status["nodeInfo"] = info
+            addresses = [
+                {"type": a["type"], "address": a["address"]}
+                for a in (node.get("status") or {}).get("addresses") or []
+                if a.get("type") in ("Hostname", "ExternalIP", "InternalIP", "ExternalDNS",
+                                     "InternalDNS") and a.get("address")
+            ]  # fmt: skip
+            if addresses:
+                status["addresses"] = addresses
+            ready = condition(node, "Ready")
+            if ready and ready.get("status") == "True":
+                node_ready_since = parse_time(ready.get("lastTransitionTime")) or now
+                set_("NodeReady", True, "NodeReady", "")
+                set_("NodeHealthy", True, "NodeHealthy", "")
+            else:
+                state = (ready or {}).get("status", "Unknown")
+                message = f"Node {node_meta['name']} Ready condition is {state}"
+                set_("NodeReady", False, "NodeNotReady", message)
+                set_("NodeHealthy", False, "NodeNotReady", message)
+        elif workload is None:
+            status.pop("nodeRef", None)
+            set_("NodeReady", None, "WorkloadClusterNotConnected",
+                 "cannot read Nodes: the workload cluster is not connected")  # fmt: skip
+            set_("NodeHealthy", None, "WorkloadClusterNotConnected", "")
+        else:
+            had_node = bool(status.pop("nodeRef", None))
+            reason = "NodeDeleted" if had_node else "NodeNotFound"
+            message = (
+                "the Node of this Machine was deleted"
+                if had_node
+                else f"no Node with providerID {(machine.get('spec') or {}).get('providerID')}"
+            )
+            set_("NodeReady", False, reason, message)
+            set_("NodeHealthy", False, reason, message)
+
+        ready_ok = provisioned and node_ready_since is not None
+        set_("Ready", ready_ok, "Ready" if ready_ok else "NotReady",
+             "" if ready_ok else "waiting for the instance and its Node to be ready")  # fmt: skip
+        min_ready = int((machine.get("spec") or {}).get("minReadySeconds") or 0)
+        if ready_ok and node_ready_since is not None:
+            remaining = min_ready - (now - node_ready_since).total_seconds()
+            if remaining <= 0:
+                set_("Available", True, "Available", "")
+            else:
+                set_("Available", False, "WaitingForMinReadySeconds",
+                     f"Ready for {min_ready - remaining:.0f}s of {min_ready}s")  # fmt: skip
+                result = Result(requeue_after=max(remaining, 0.5))
+        else:
+            set_("Available", False, "NotReady", "the Machine is not Ready")
+        up_to_date = condition(infra, "UpToDate")
+        if up_to_date is None:
+            set_("UpToDate", None, "Unknown", "the infra machine does not say")
+        else:
+            set_("UpToDate", up_to_date.get("status") == "True",
+                 str(up_to_date.get("reason") or "UpToDate"),
+                 str(up_to_date.get("message") or ""))  # fmt: skip
+        status["phase"] = (
+            "Running"
+            if ready_ok
+            else "Provisioned"
+            if provisioned or status.get("nodeRef")
+            else "Provisioning"
+        )
+        set_("Deleting", False, "NotDeleting", "")
+        if generation is not None:
+            status["observedGeneration"] = int(generation)
+        await self._write_status(machine, status)
+        return result
+
+    @staticmethod
+    def _setter(status: Obj, generation: object) -> Callable[[str, bool | None, str, str], None]:
+        def set_(type_: str, ok: bool | None, reason: str, message: str) -> None:
+            value: Literal["True", "False", "Unknown"] = (
+                "Unknown" if ok is None else "True" if ok else "False"
+            )
+            status["conditions"] = conditions.set_v1beta2(
+                status.get("conditions", []),
+                Cond(type=type_, status=value, reason=reason, message=message),
+                generation=int(generation) if isinstance(generation, int) else None,
+            )
+
+        return set_
+
+    async def _write_status(self, machine: Obj, status: Obj) -> None:
+        patch = merge_patch(machine.get("status") or {}, status)
+        if not patch:
+            return
+        meta = machine["metadata"]
+        try:
+            await self.kube.merge_patch(
+                MACHINE, namespace=meta["namespace"], name=meta["name"], subresource="status",
+                patch={"status": patch},
+            )  # fmt: skip
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+
+    # ----------------------------------------------------------- deletion
+
+    async def _delete(self, machine: Obj, *, workload: WorkloadCluster | None) -> Result:
+        meta = machine["metadata"]
+        now = self.now()
+        status = copy.deepcopy(machine.get("status") or {})
+        status["phase"] = "Deleting"
+        set_ = self._setter(status, meta.get("generation"))
+        spec = machine.get("spec") or {}
+        deletion_spec = spec.get("deletion") or {}
+        annotations = meta.get("annotations") or {}
+        reason = annotations.get(DELETE_REASON_ANNOTATION)
+        infra = self._infra_machine(machine)
+        node = self._node(machine, workload)
+        node_name = (
+            node["metadata"]["name"]
+            if node is not None
+            else ((status.get("nodeRef") or {}).get("name"))
+        )
+
+        # 1. drain
+        skip_drain = (
+            EXCLUDE_NODE_DRAINING_ANNOTATION in annotations
+            or reason == "InstanceGone"
+            or infra is None
+            or bool(infra["metadata"].get("deletionTimestamp"))
+            or (workload is not None and node is None)
+            or not node_name
+        )
+        if not skip_drain:
+            started = parse_time((status.get("deletion") or {}).get("nodeDrainStartTime"))
+            if started is None:
+                started = now
+                status.setdefault("deletion", {})["nodeDrainStartTime"] = stamp(now)
+            timeout = deletion_spec.get("nodeDrainTimeoutSeconds")
+            if workload is None:
+                message = "waiting for the workload cluster connection to drain the Node"
+                drained = False
+            else:
+                assert node is not None
+                node_name = str(node_name)
+                await cordon(kube=workload.kube, node=node_name)
+                ready = condition(node, "Ready")
+                outcome = await drain_step(
+                    kube=workload.kube,
+                    node=node_name,
+                    now=now,
+                    node_unreachable=not (ready and ready.get("status") == "True"),
+                )
+                drained = outcome.done
+                message = outcome.message
+            if not drained:
+                if drain_deadline_passed(started=started, timeout_seconds=timeout, now=now):
+                    self._event(machine, "Warning", "DrainTimeout",
+                                f"nodeDrainTimeoutSeconds ({timeout}s) passed; deleting "
+                                f"without a complete drain: {message}")  # fmt: skip
+                else:
+                    set_("Deleting", True, "DrainingNode", f"draining Node {node_name}: {message}")
+                    self._v1beta1(status, "DrainingSucceeded", "Draining", message)
+                    await self._write_status(machine, status)
+                    return Result(requeue_after=DRAIN_POLL)
+            elif status.get("deletion", {}).get("nodeDrainStartTime"):
+                self._event(machine, "Normal", "NodeDrained", f"drained Node {node_name}")
+            self._v1beta1(status, "DrainingSucceeded", "", "", ok=True)
+
+        # 2. the infra machine, and with it the instance
+        if infra is not None:
+            infra_meta = infra["metadata"]
+            if not infra_meta.get("deletionTimestamp"):
+                try:
+                    await self.kube.delete(
+                        self._infra_informer(machine).resource,
+                        namespace=infra_meta["namespace"],
+                        name=infra_meta["name"],
+                    )
+                except ApiError as exc:
+                    if not exc.not_found:
+                        raise
+            set_("Deleting", True, "WaitingForInfrastructureDeletion",
+                 f"waiting for {infra.get('kind')} {infra_meta['name']} and its instance "
+                 "to be deleted")  # fmt: skip
+            await self._write_status(machine, status)
+            return Result(requeue_after=30.0)  # its deletion event wakes us sooner
+
+        # 3. the Node
+        if node_name:
+            if workload is None:
+                timeout = deletion_spec.get("nodeDeletionTimeoutSeconds")
+                timeout = DEFAULT_NODE_DELETION_TIMEOUT if timeout is None else int(timeout)
+                began = parse_time(meta.get("deletionTimestamp")) or now
+                elapsed = (now - began).total_seconds()
+                if timeout == 0 or elapsed < timeout:
+                    message = f"cannot reach the workload cluster to delete Node {node_name}"
+                    set_("Deleting", True, "WaitingForWorkloadCluster", message)
+                    await self._write_status(machine, status)
+                    return Result(requeue_after=max(timeout - elapsed, 1.0) if timeout else 15.0)
+                self._event(machine, "Warning", "NodeDeletionSkipped",
+                            f"nodeDeletionTimeoutSeconds ({timeout}s) passed; Node {node_name} "
+                            "left in the workload cluster")  # fmt: skip
+            else:
+                try:
+                    await workload.kube.delete(NODES, name=node_name)
+                except ApiError as exc:
+                    if not exc.not_found:
+                        raise
+                self._event(machine, "Normal", "NodeDeleted", f"deleted Node {node_name}")
+
+        # 4. let the Machine go
+        try:
+            await remove_finalizer(
+                kube=self.kube, resource=MACHINE, obj=machine, finalizer=MACHINE_FINALIZER
+            )
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+        _log.info("machine deleted", machine=f"{meta['namespace']}/{meta['name']}",
+                  reason=reason or "unknown")  # fmt: skip
+        return Result()
+
+    @staticmethod
+    def _v1beta1(status: Obj, type_: str, reason: str, message: str, *, ok: bool = False) -> None:
+        v1 = status.setdefault("deprecated", {}).setdefault("v1beta1", {})
+        v1["conditions"] = conditions.set_v1beta1(
+            v1.get("conditions", []),
+            Cond(type=type_, status="True" if ok else "False", reason=reason, message=message,
+                 severity="Info"),
+        )  # fmt: skip
+
+    def _event(
+        self, machine: Obj, type_: Literal["Normal", "Warning"], reason: str, message: str
+    ) -> None:
+        if self.recorder is not None:
+            self.recorder.event(machine, type=type_, reason=reason, message=message)
+
+
+__all__ = ["MachineReconciler", "is_pool_machine"]
