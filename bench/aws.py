@@ -47,6 +47,7 @@ from controller.providers.aws.provider import AwsProvider
 from controller.providers.aws.setup import setup_aws_controller
 from controller.runtime.informer import InformerEvent
 from controller.runtime.kube import NAMESPACES, SECRETS, KubeClient, RestMetrics
+from controller.runtime.logging import configure_logging
 from controller.runtime.manager import Manager, ManagerOptions
 from controller.testing import ControlPlane
 
@@ -304,7 +305,9 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
+    configure_logging(level=args.log_level)  # to stderr: stdout is the result
     results = asyncio.run(run(args))
     if args.json:
         print(json.dumps(results, indent=2))
