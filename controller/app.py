@@ -30,6 +30,9 @@ from kubernetes_asyncio import client, config
 from controller.machinepool.setup import setup_machinepool_controller
 from controller.machines.setup import setup_machine_controller
 from controller.options import RunOptions, in_cluster_namespace
+from controller.providers.aws.adapter import AwsPoolAdapter
+from controller.providers.aws.provider import AwsProvider
+from controller.providers.aws.setup import setup_aws_controller
 from controller.providers.base import InstanceGroupProvider
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.client import InMemoryProvider
@@ -150,6 +153,20 @@ async def run_controller(options: RunOptions) -> int:
             if enabled and "infrastructure" in options.controllers:
                 provider = await stack.enter_async_context(inmemory_provider(options, kube=kube))
                 providers = [(InMemoryPoolAdapter(), provider)]
+            aws: AwsProvider | None = None
+            if enabled and "aws" in options.controllers:
+                assert options.aws_region is not None  # checked with the options
+                aws = await stack.enter_async_context(
+                    AwsProvider(
+                        region=options.aws_region,
+                        endpoint_url=options.aws_endpoint_url,
+                        registry=manager.registry,
+                        poll_interval=options.aws_poll_interval,
+                    )
+                )
+                # The core half knows the kind; its infrastructure controller is wired below
+                # (its own poll interval, and its bootstrap Secret watch).
+                providers.append((AwsPoolAdapter(), None))
             if enabled:
                 setup_controllers(
                     manager=manager,
@@ -159,6 +176,18 @@ async def run_controller(options: RunOptions) -> int:
                     recorder=recorder,
                     concurrency=options.concurrency,
                     reconcile_timeout=options.reconcile_timeout,
+                    watch_filter=options.label_selector(),
+                )
+            if aws is not None:
+                setup_aws_controller(
+                    manager=manager,
+                    namespace=options.namespace,
+                    provider=aws,
+                    recorder=recorder,
+                    concurrency=options.concurrency,
+                    reconcile_timeout=options.reconcile_timeout,
+                    registry=manager.registry,
+                    steady_poll=options.aws_poll_interval,
                     watch_filter=options.label_selector(),
                 )
             await stack.enter_async_context(recorder)

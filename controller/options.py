@@ -24,8 +24,11 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 
 
 #: The reconcilers ``--controllers`` can select: the core MachinePool half and the
-#: infrastructure half (one reconciler per infra kind, here InMemoryMachinePool).
-CONTROLLERS = ("machinepool", "infrastructure")
+#: infrastructure half (one reconciler per infra kind: ``infrastructure`` is
+#: InMemoryMachinePool, ``aws`` is AWSMachinePool).
+CONTROLLERS = ("machinepool", "infrastructure", "aws")
+#: What runs without ``--controllers`` (AWS needs a region and credentials: opt-in).
+DEFAULT_CONTROLLERS = ("machinepool", "infrastructure")
 
 
 #: Feature gates ``--feature-gates`` knows, as Cluster API's: ``MachinePool`` (Beta, on by
@@ -91,9 +94,12 @@ class RunOptions:
     graceful_shutdown_timeout: float
     log_format: str
     log_level: str
-    controllers: tuple[str, ...] = CONTROLLERS
+    controllers: tuple[str, ...] = DEFAULT_CONTROLLERS
     inmemory_endpoint: str | None = None
     inmemory_state_file: Path | None = None
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+    aws_poll_interval: float = 60.0
     feature_gates: FeatureGates = field(default_factory=default_feature_gates)
     watch_filter: str | None = None
 
@@ -139,6 +145,11 @@ class RunOptions:
             controllers=tuple(c.strip() for c in args.controllers.split(",") if c.strip()),
             inmemory_endpoint=args.inmemory_endpoint or None,
             inmemory_state_file=args.inmemory_state_file,
+            aws_region=args.aws_region
+            or (os.environ if environ is None else environ).get("AWS_REGION")
+            or None,
+            aws_endpoint_url=args.aws_endpoint_url or None,
+            aws_poll_interval=args.aws_poll_interval,
             feature_gates=gates,
             watch_filter=args.watch_filter or None,
         )
@@ -176,6 +187,14 @@ class RunOptions:
         if self.inmemory_endpoint and not re.match(r"^https?://", self.inmemory_endpoint):
             raise OptionError(
                 f"--inmemory-endpoint {self.inmemory_endpoint!r} is not an http(s):// URL"
+            )
+        if "aws" in self.controllers and not self.aws_region:
+            raise OptionError("--controllers aws needs --aws-region (or AWS_REGION)")
+        if self.aws_endpoint_url and not re.match(r"^https?://", self.aws_endpoint_url):
+            raise OptionError(f"--aws-endpoint-url {self.aws_endpoint_url!r} is not a URL")
+        if self.aws_poll_interval <= 0:
+            raise OptionError(
+                f"--aws-poll-interval must be positive, got {self.aws_poll_interval:g}s"
             )
         if self.kubeconfig is not None and not self.kubeconfig.is_file():
             raise OptionError(f"--kubeconfig {self.kubeconfig}: no such file")
@@ -302,8 +321,26 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--controllers",
-        default=",".join(CONTROLLERS),
-        help=f"comma-separated reconcilers to run (default: all: {','.join(CONTROLLERS)})",
+        default=",".join(DEFAULT_CONTROLLERS),
+        help=f"comma-separated reconcilers to run, of {','.join(CONTROLLERS)} "
+        f"(default: {','.join(DEFAULT_CONTROLLERS)})",
+    )
+    add(
+        "--aws-region",
+        default="",
+        help="AWS region of the AWSMachinePools' Auto Scaling groups (default: $AWS_REGION)",
+    )
+    add(
+        "--aws-endpoint-url",
+        default="",
+        help="send AWS calls here instead of AWS (a local emulator such as moto)",
+    )
+    add(
+        "--aws-poll-interval",
+        type=_duration,
+        default=60.0,
+        help="how often a converged AWSMachinePool is compared with its group; also the "
+        "lifetime of the batched DescribeAutoScalingGroups cache (default: 1m)",
     )
     add(
         "--inmemory-endpoint",

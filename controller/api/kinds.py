@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "ALL_KINDS",
+    "AWS_MACHINE",
+    "AWS_MACHINE_POOL",
     "CLUSTER",
     "CORE_GROUP",
     "INFRASTRUCTURE_GROUP",
@@ -102,6 +104,20 @@ IN_MEMORY_MACHINE = Kind(
     kind="InMemoryMachine",
     plural="inmemorymachines",
 )
+AWS_MACHINE_POOL = Kind(
+    group=INFRASTRUCTURE_GROUP,
+    version="v1beta2",
+    kind="AWSMachinePool",
+    plural="awsmachinepools",
+    short_names=("awsmp",),
+)
+AWS_MACHINE = Kind(
+    group=INFRASTRUCTURE_GROUP,
+    version="v1beta2",
+    kind="AWSMachine",
+    plural="awsmachines",
+    short_names=("awsm",),
+)
 
 ALL_KINDS: tuple[Kind, ...] = (
     CLUSTER,
@@ -109,4 +125,6 @@ ALL_KINDS: tuple[Kind, ...] = (
     MACHINE,
     IN_MEMORY_MACHINE_POOL,
     IN_MEMORY_MACHINE,
+    AWS_MACHINE_POOL,
+    AWS_MACHINE,
 )

@@ -10,6 +10,7 @@ Failure: :func:`model_for` raises ``KeyError`` for a kind that has no model here
 from __future__ import annotations
 
 from controller.api.apiobject import ApiObject
+from controller.api.aws import AWSMachine, AWSMachinePool
 from controller.api.cluster import Cluster
 from controller.api.inmemory import InMemoryMachine, InMemoryMachinePool
 from controller.api.kinds import Kind
@@ -24,6 +25,8 @@ ALL_MODELS: tuple[type[ApiObject], ...] = (
     Machine,
     InMemoryMachinePool,
     InMemoryMachine,
+    AWSMachinePool,
+    AWSMachine,
 )
 
 _BY_KIND: dict[Kind, type[ApiObject]] = {model.KIND: model for model in ALL_MODELS}

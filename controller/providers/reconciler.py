@@ -17,7 +17,9 @@ For one infra pool (an InMemoryMachinePool, an AWSMachinePool, ...) it:
    same call; the cloud never chooses a victim. An instance without a Machine yet is deleted
    directly. With a rolling-update strategy, instances launched from an older template are
    replaced within ``maxSurge``/``maxUnavailable``. Under
-   ``cluster.x-k8s.io/replicas-managed-by`` the capacity is left to the external autoscaler;
+   ``cluster.x-k8s.io/replicas-managed-by`` the capacity is left to the external autoscaler,
+   and the group's desired capacity is copied into the MachinePool's ``spec.replicas`` once
+   the group has that many instances (as CAPA does; the core copies the instance count);
 5. publishes scale-from-zero capacity (annotations and ``status.capacity``) when the adapter
    knows its instance type (:mod:`.capacity`);
 6. writes the contract: ``spec.providerIDList`` (in launch order, then by ID, so it is
@@ -257,8 +259,14 @@ class InfraPoolReconciler:
             }
             for i in instances
         ]
+        # Optional adapter hook: provider-specific status fields (AWS: the launch template).
+        status_fields = getattr(self.adapter, "status_fields", None)
+        if status_fields is not None:
+            status.update(status_fields(infra=infra, group=group))
         self._set_ready(status, infra, True, "Ready", "")
         await self._write(infra, status=status, spec_patch=spec_patch)
+        if external_size:
+            await self._follow_group_size(pool, group=group, live=len(instances))
         status["outdatedReplicas"] = plan.outdated
         converged = (
             all(i.state == "running" for i in instances)
@@ -329,6 +337,19 @@ class InfraPoolReconciler:
                     name=group.name, instance_id=instance.instance_id, shrink=True
                 )
         return await self.provider.describe_group(name=group.name)
+
+    async def _follow_group_size(self, pool: Obj, *, group: GroupStatus, live: int) -> None:
+        """Under replicas-managed-by, copy the group's desired capacity into
+        ``MachinePool.spec.replicas`` (as CAPA does), once the group has settled there: the
+        core reconciler copies the instance count, so both agree and never flip-flop."""
+        wanted = group.desired_capacity
+        if live != wanted or pool["spec"].get("replicas") == wanted:
+            return
+        meta = pool["metadata"]
+        await self.kube.merge_patch(
+            MACHINE_POOL, namespace=meta["namespace"], name=meta["name"],
+            patch={"spec": {"replicas": wanted}},
+        )  # fmt: skip
 
     @staticmethod
     def _paused(infra: Obj, pool: Obj, cluster: Obj | None) -> bool:

@@ -247,5 +247,10 @@ async def test_crds_carry_the_contract_provider_and_clusterctl_labels(
     for kind, kind_labels in labels.items():
         assert kind_labels["clusterctl.cluster.x-k8s.io"] == "", kind
         assert "clusterctl.cluster.x-k8s.io/move-hierarchy" not in kind_labels, kind
+    for kind in ("AWSMachinePool", "AWSMachine"):
+        assert labels[kind]["cluster.x-k8s.io/v1beta2"] == "v1beta2"
+        assert labels[kind]["cluster.x-k8s.io/provider"] == "infrastructure-aws"
     moved = sorted(k for k, v in labels.items() if "clusterctl.cluster.x-k8s.io/move" in v)
-    assert moved == ["InMemoryMachine", "InMemoryMachinePool", "MachinePool"]
+    assert moved == [
+        "AWSMachine", "AWSMachinePool", "InMemoryMachine", "InMemoryMachinePool", "MachinePool",
+    ]  # fmt: skip

@@ -118,10 +118,16 @@ def test_machine_pool_scale_subresource_and_printer_columns() -> None:
 
 
 def test_every_crd_carries_the_contract_provider_and_clusterctl_labels() -> None:
-    moved = {"machinepools", "inmemorymachinepools", "inmemorymachines"}
+    moved = {"machinepools", "inmemorymachinepools", "inmemorymachines", "awsmachinepools",
+             "awsmachines"}  # fmt: skip
     for crd in _CRDS:
         labels = crd["metadata"].get("labels", {})
-        if crd["spec"]["group"] == "infrastructure.cluster.x-k8s.io":
+        if crd["spec"]["names"]["kind"].startswith("AWS"):
+            expected = {
+                "cluster.x-k8s.io/v1beta2": "v1beta2",
+                "cluster.x-k8s.io/provider": "infrastructure-aws",
+            }
+        elif crd["spec"]["group"] == "infrastructure.cluster.x-k8s.io":
             expected = {
                 "cluster.x-k8s.io/v1beta2": "v1alpha1",
                 "cluster.x-k8s.io/provider": "infrastructure-inmemory",

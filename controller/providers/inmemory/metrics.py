@@ -1,62 +1,10 @@
-"""Provider call metrics: how often each cloud call is made, how it ended, how long it took.
+"""The provider call metrics, shared by every provider: see :mod:`controller.providers.metrics`.
 
-- ``machinepool_provider_requests_total{provider,operation,code}``: ``code`` is ``OK`` or the
-  typed error's code (``Throttling``, ``GroupNotFound``, ``ValidationError``, ``Timeout``,
-  ``ConnectionError``, ...), so throttling and failures are visible per call;
-- ``machinepool_provider_request_duration_seconds{provider,operation}``: latency of every
-  call, whatever its outcome.
-
-The names carry a ``provider`` label so every provider can share them; :func:`provider_metrics`
-registers them at most once per registry (several clients, or a test's private registry, may
-ask for them any number of times).
+Kept so existing imports of the in-memory provider keep working.
 """
 
 from __future__ import annotations
 
-import weakref
-
-from prometheus_client import CollectorRegistry, Counter, Histogram
-
-from controller.runtime.metrics import REGISTRY
+from controller.providers.metrics import ProviderMetrics, provider_metrics
 
 __all__ = ["ProviderMetrics", "provider_metrics"]
-
-LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
-
-
-class ProviderMetrics:
-    """The provider call series on one registry."""
-
-    def __init__(self, *, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "machinepool_provider_requests_total",
-            "Provider API calls, by provider, operation and result code.",
-            ["provider", "operation", "code"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "machinepool_provider_request_duration_seconds",
-            "Latency of provider API calls, by provider and operation.",
-            ["provider", "operation"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-
-    def observe(self, *, provider: str, operation: str, code: str, seconds: float) -> None:
-        self.requests.labels(provider, operation, code).inc()
-        self.duration.labels(provider, operation).observe(seconds)
-
-
-_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, ProviderMetrics] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def provider_metrics(registry: CollectorRegistry = REGISTRY) -> ProviderMetrics:
-    """The one :class:`ProviderMetrics` of ``registry``."""
-    metrics = _by_registry.get(registry)
-    if metrics is None:
-        metrics = _by_registry[registry] = ProviderMetrics(registry=registry)
-    return metrics
