@@ -210,7 +210,11 @@ class InfraPoolReconciler:
             ):
                 group = await self.provider.describe_group(name=group.name)
             plan = Plan(members=len(group.instances))
-            if not external_size:
+            # A MachinePool being deleted takes its group with it: scaling now would only
+            # launch replacements for the instances its Machines' deletions removed, whose
+            # Nodes no Machine and no pool would ever delete.
+            pool_deleting = bool(pool["metadata"].get("deletionTimestamp"))
+            if not external_size and not pool_deleting:
                 plan = self._plan(group, desired=desired, infra=infra)
                 group = await self._scale(group, plan=plan, infra=infra)
         except PermanentError as exc:
