@@ -56,7 +56,7 @@ def _run_args(kubeconfig: str, namespace: str, sim_port: int, metrics_port: int)
         "run", "--kubeconfig", kubeconfig, "--namespace", namespace,
         "--inmemory-endpoint", f"http://127.0.0.1:{sim_port}",
         "--metrics-bind-address", f"127.0.0.1:{metrics_port}",
-        "--health-probe-bind-address", "0", "--log-level", "warning",
+        "--health-probe-bind-address", "0", "--log-level", "info",
         "--concurrency", "4", "--reconcile-timeout", "20s",
     ]  # fmt: skip
 
