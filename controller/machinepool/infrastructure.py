@@ -78,7 +78,7 @@ async def reconcile_infrastructure(*, scope: PoolScope, external: ExternalObject
         scope.status["replicas"] = int(status["replicas"])
     kind = status.get("infrastructureMachineKind")
     if kind:
-        scope.status["infrastructureMachineKind"] = kind
+        scope.infra_machine_kind = str(kind)
     if not ready:
         if not (failure_reason or failure_message):
             _not_ready(

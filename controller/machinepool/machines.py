@@ -84,7 +84,7 @@ def _deleting(obj: Obj) -> bool:
 
 async def reconcile_machines(*, scope: PoolScope, machines: PoolMachines) -> None:
     infra = scope.infra
-    kind = scope.status.get("infrastructureMachineKind")
+    kind = scope.infra_machine_kind
     if infra is None or not kind:
         return
     group = str(infra.get("apiVersion", "")).split("/")[0]

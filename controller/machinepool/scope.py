@@ -45,6 +45,10 @@ class PoolScope:
     errors: list[str] = field(default_factory=list)
     #: One line per Machine being deleted (what its deletion waits for), for the conditions.
     deleting_machines: list[str] = field(default_factory=list)
+    #: The infra pool's ``status.infrastructureMachineKind`` (MachinePool Machines opt-in).
+    #: Kept here, not in ``status``: the MachinePool schema has no such field, so the API
+    #: server would prune it and every reconcile would write it again.
+    infra_machine_kind: str | None = None
 
     @classmethod
     def from_object(cls, obj: Obj) -> PoolScope:

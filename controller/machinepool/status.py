@@ -27,7 +27,7 @@ def update_status(scope: PoolScope) -> None:
     replicas = int(status.get("replicas") or 0)
     ready = int(status.get("readyReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
-    if not status.get("infrastructureMachineKind"):
+    if not scope.infra_machine_kind:
         # Without per-machine objects the contract does not say which instances run an old
         # template; like Cluster API, count them all as up to date. With Machines,
         # :mod:`.machines` counts those whose UpToDate condition is True.

@@ -431,7 +431,8 @@ async def _wait_served(*, kube: KubeClient, crd: Mapping[str, Any], deadline: fl
 
     async def served() -> bool:
         current = await kube.get(CRDS, name=name)
-        conditions = current.get("status", {}).get("conditions", [])
+        # A CRD just created may carry ``status.conditions: null`` until it is processed.
+        conditions = (current.get("status") or {}).get("conditions") or []
         if not any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
             return False
         for version in versions:

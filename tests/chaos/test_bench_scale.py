@@ -1,0 +1,25 @@
+"""``bench.scale`` in its smallest form, so CI keeps it working and keeps its one hard
+target: a full resync of a converged fleet writes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.scale import run
+from controller.testing.assets import find_assets
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.integration]
+
+
+async def test_bench_scale_smallest_form() -> None:
+    find_assets()  # the benchmark starts a control plane of its own
+    result = await run(
+        pools=4, replicas=2, samples=3, backlog_samples=2, concurrency=4, writers=4,
+        profile=None,
+    )  # fmt: skip
+    assert result["resync"]["requests"]["writes"] == 0, result["resync"]
+    assert result["cold_start_seconds"] > 0
+    assert result["floor_seconds"] > 0
+    assert result["latency_idle"]["samples"] == 3
+    per_pool = result["controller_requests_per_pool"]["by_verb_resource"]
+    assert per_pool["POST machines"] * 5 >= 4 * 2  # one Machine per instance at least
