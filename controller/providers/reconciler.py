@@ -325,7 +325,6 @@ class InfraPoolReconciler:
                     name=machine_name(pool=str(infra["metadata"]["name"]),
                                       instance_id=instance.instance_id),
                 )  # fmt: skip
-            self._removing[instance.instance_id] = self.clock()
             if machine is not None:
                 _log.info("removing machine", machine=machine["metadata"]["name"],
                           reason=removal.reason)  # fmt: skip
@@ -336,6 +335,10 @@ class InfraPoolReconciler:
                 await self.provider.delete_instance(
                     name=group.name, instance_id=instance.instance_id, shrink=True
                 )
+            # Only a removal that was asked for counts as going: one whose call failed (a
+            # 409 on a stale Machine) must be planned again by the retry, not trusted for
+            # EXPECTATION_TTL and then left to the steady poll.
+            self._removing[instance.instance_id] = self.clock()
         return await self.provider.describe_group(name=group.name)
 
     async def _follow_group_size(self, pool: Obj, *, group: GroupStatus, live: int) -> None:
