@@ -92,6 +92,16 @@ NODE_CHECKS = [
     ),
     pytest.param(False, id="stale-nodes-ignored"),
 ]
+#: The same for the convergence property, where the explicit example stopped reproducing the
+#: bug reliably once the simulated kubelet gained its pod watch (the second crash now usually
+#: lands before the replacement's Node registers): the marker is not strict there, so an
+#: XPASS is reported, not failed. The deletion property still reproduces it every time.
+NODE_CHECKS_CONVERGED = [
+    pytest.param(
+        True, id="all-nodes", marks=pytest.mark.xfail(strict=False, reason=STALE_NODES_BUG)
+    ),
+    pytest.param(False, id="stale-nodes-ignored"),
+]
 #: The bug, deterministically: while the pool is paused its instance crashes, the
 #: replacement boots and registers a Node, and crashes too; the replacement's provider ID
 #: never reaches providerIDList or nodeRefs, so its Node is never deleted.
@@ -128,7 +138,7 @@ async def _play(w: World, sequence: list[Step]) -> None:
         await w.play(step)
 
 
-@pytest.mark.parametrize("every_node", NODE_CHECKS)
+@pytest.mark.parametrize("every_node", NODE_CHECKS_CONVERGED)
 @_settings(max_examples=_EXAMPLES)
 @example(initial=1, sequence=CRASH_TWICE_WHILE_PAUSED, final=1)
 @given(initial=replicas, sequence=st.lists(steps, min_size=4, max_size=8), final=replicas)
