@@ -24,6 +24,7 @@ __all__ = [
     "IN_MEMORY_MACHINE",
     "IN_MEMORY_MACHINE_POOL",
     "MACHINE",
+    "MACHINE_HEALTH_CHECK",
     "MACHINE_POOL",
     "Kind",
 ]
@@ -90,6 +91,13 @@ CLUSTER = Kind(
     plural="clusters",
     short_names=("cl",),
 )
+MACHINE_HEALTH_CHECK = Kind(
+    group=CORE_GROUP,
+    version="v1beta2",
+    kind="MachineHealthCheck",
+    plural="machinehealthchecks",
+    short_names=("mhc", "mhcs"),
+)
 IN_MEMORY_MACHINE_POOL = Kind(
     group=INFRASTRUCTURE_GROUP,
     version="v1alpha1",
@@ -109,4 +117,5 @@ ALL_KINDS: tuple[Kind, ...] = (
     MACHINE,
     IN_MEMORY_MACHINE_POOL,
     IN_MEMORY_MACHINE,
+    MACHINE_HEALTH_CHECK,
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from controller.api.apiobject import ApiObject
 from controller.api.cluster import Cluster
+from controller.api.healthcheck import MachineHealthCheck
 from controller.api.inmemory import InMemoryMachine, InMemoryMachinePool
 from controller.api.kinds import Kind
 from controller.api.machine import Machine
@@ -24,6 +25,7 @@ ALL_MODELS: tuple[type[ApiObject], ...] = (
     Machine,
     InMemoryMachinePool,
     InMemoryMachine,
+    MachineHealthCheck,
 )
 
 _BY_KIND: dict[Kind, type[ApiObject]] = {model.KIND: model for model in ALL_MODELS}
