@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client, config
 
+from controller.healthcheck.setup import setup_healthcheck_controller
 from controller.machinepool.setup import setup_machinepool_controller
 from controller.machines.setup import setup_machine_controller
 from controller.options import RunOptions, in_cluster_namespace
@@ -157,11 +158,13 @@ def setup_controllers(
     reconcile_timeout: float,
     busy_poll: float = 2.0,
     steady_poll: float = 60.0,
+    health_checks: bool = True,
 ) -> None:
     """Every controller of the product on one manager: with ``pools``, the MachinePool and
-    Machine controllers for the infra kinds of ``providers``; and an infrastructure
-    controller for each provider given (``None``: the kind is known, reconciled elsewhere).
-    The one place tests, the demo and ``run`` compose the product."""
+    Machine controllers for the infra kinds of ``providers`` (and, with ``health_checks``,
+    the MachineHealthCheck controller, which shares their workload cluster connections); and
+    an infrastructure controller for each provider given (``None``: the kind is known,
+    reconciled elsewhere). The one place tests, the demo and ``run`` compose the product."""
     infra_kinds = [adapter.kind for adapter, _ in providers]
     machine_kinds = [a.machine_kind for a, _ in providers if a.machine_kind is not None]
     if pools:
@@ -185,6 +188,16 @@ def setup_controllers(
             reconcile_timeout=reconcile_timeout,
             registry=manager.registry,
         )
+        if health_checks:
+            setup_healthcheck_controller(
+                manager=manager,
+                namespace=namespace,
+                workloads=pool_controller.workloads,
+                recorder=recorder,
+                concurrency=concurrency,
+                reconcile_timeout=reconcile_timeout,
+                registry=manager.registry,
+            )
     for adapter, provider in providers:
         if provider is None:
             continue

@@ -137,8 +137,7 @@ class MachineHealthCheckTriggerIf(ApiModel):
                 json_schema_extra=crd(
                     rules=[
                         Rule(
-                            rule="int(self.findAll('[0-9]+')[0]) <= "
-                            "int(self.findAll('[0-9]+')[1])",
+                            rule="int(self.findAll('[0-9]+')[0]) <= int(self.findAll('[0-9]+')[1])",
                             message="must be a range [a-b] with a <= b, e.g. [1-3]",
                         )
                     ]

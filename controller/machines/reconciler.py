@@ -29,6 +29,10 @@ Deletion, in order, each step recorded in the ``Deleting`` condition:
    ``spec.deletion.nodeDeletionTimeoutSeconds`` (default 10) with a Warning Event;
 4. remove the finalizer.
 
+Status writes carry a resourceVersion precondition: other writers (a MachineHealthCheck's
+``HealthCheckSucceeded``/``OwnerRemediated``) set conditions in the same list, which a merge
+patch replaces whole, so a write from a stale cache fails with a conflict and is retried.
+
 Failure: API errors propagate (the controller retries with backoff); a workload cluster that
 is not connected is waited for, within the timeouts above.
 """
@@ -283,7 +287,7 @@ class MachineReconciler:
         try:
             await self.kube.merge_patch(
                 MACHINE, namespace=meta["namespace"], name=meta["name"], subresource="status",
-                patch={"status": patch},
+                patch={"status": patch}, resource_version=meta.get("resourceVersion"),
             )  # fmt: skip
         except ApiError as exc:
             if not exc.not_found:
