@@ -205,8 +205,10 @@ class HealthCheckReconciler:
             if budget.allowed:
                 message = budget.message
                 if mhc.spec.remediation.template_ref is not None:
-                    message += "; external remediation (templateRef) is not supported: " \
-                        "Machines are only marked"  # fmt: skip
+                    message += (
+                        "; external remediation (templateRef) is not supported: "
+                        "Machines are only marked"
+                    )
                 else:
                     remediate = True
                 set_("RemediationAllowed", "True", "RemediationAllowed", message)
