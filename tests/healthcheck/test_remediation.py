@@ -134,6 +134,10 @@ async def _events(env: Env, *, reason: str) -> list[Obj]:
     return [e for e in listing["items"] if e.get("reason") == reason]
 
 
+def _gone(env: Env, provider_id: str) -> bool:
+    return provider_id not in {i.provider_id for i in env.instances()}
+
+
 async def _healthy(env: Env, count: int) -> bool:
     status = (await _mhc(env)).get("status") or {}
     return (status.get("expectedMachines"), status.get("currentHealthy")) == (count, count)
@@ -153,6 +157,7 @@ async def test_a_node_not_ready_past_its_timeout_is_drained_deleted_and_replaced
 
     await _set_ready(env, victim.provider_id, "False", since=_stamp())
 
+    await until(lambda: _gone(env, victim.provider_id), what="the unhealthy instance to go")
     await converge(env, 4, timeout=90)
     now = {i.provider_id for i in env.instances()}
     assert victim.provider_id not in now
@@ -256,6 +261,7 @@ async def test_too_many_unhealthy_short_circuits_and_recovery_resumes_remediatio
     assert not [m for m in await env.machines() if m["metadata"].get("deletionTimestamp")]
 
     await _set_ready(env, bad[1], "True", since=_stamp())
+    await until(lambda: _gone(env, bad[2]), what="the one unhealthy instance left to go")
     await converge(env, 4, timeout=90)
     now = {i.provider_id for i in env.instances()}
     assert bad[2] not in now
@@ -313,5 +319,6 @@ async def test_machines_of_a_paused_cluster_are_left_alone(env: Env) -> None:
         MACHINE_HEALTH_CHECK, namespace=env.namespace, name="hc",
         patch={"metadata": {"annotations": {"cluster.x-k8s.io/paused": None}}},
     )  # fmt: skip
+    await until(lambda: _gone(env, victim.provider_id), what="the unhealthy instance to go")
     await converge(env, 2, timeout=90)
     assert victim.provider_id not in {i.provider_id for i in env.instances()}
