@@ -4,6 +4,12 @@ Builds the management-cluster client, checks the API server answers, assembles t
 with its controllers, and runs it until SIGTERM/SIGINT (handled in
 :mod:`controller.runtime.signals`, the one place for signals).
 
+Feature gate ``MachinePool`` off (``--feature-gates=MachinePool=false`` or
+``EXP_MACHINE_POOL=false``): neither half is set up, so no MachinePool or infrastructure pool
+is read, changed or deleted; a warning at start and the ``featureGates`` entry of
+``/readyz?verbose`` say so. ``--watch-filter`` becomes a label selector on the informers of
+the objects each half owns (see the setup modules).
+
 Exit status: 0 after a clean shutdown; 1 when leadership was lost (the pod restarts and
 campaigns again, as controller-runtime does); start-up failures raise :class:`StartupError`
 with one line naming the cause (no kubeconfig, API server unreachable, a port in use).
@@ -120,29 +126,42 @@ async def run_controller(options: RunOptions) -> int:
         version = await preflight(kube=kube)
         manager = Manager(kube=kube, options=manager_options(options))
         recorder = EventRecorder(kube=kube)
+        gates = options.feature_gates
+        manager.probes.readyz.add_note(name="featureGates", note=gate_note(options))
+        if not options.machine_pool_enabled:
+            _log.warning(
+                "the MachinePool feature gate is disabled: MachinePools and their "
+                "infrastructure pools are not reconciled, and nothing is deleted",
+                feature_gates=gates.describe(),
+            )
         _log.info(
             "starting",
             server=cfg.host,
             server_version=version,
             namespace=options.namespace or "(all)",
             leader_election=options.leader_elect,
+            feature_gates=gates.describe(),
+            watch_filter=options.label_selector() or "(none)",
         )
         async with contextlib.AsyncExitStack() as stack:
             providers: list[tuple[PoolAdapter, InstanceGroupProvider | None]] = [
                 (InMemoryPoolAdapter(), None)
             ]
-            if "infrastructure" in options.controllers:
+            enabled = options.machine_pool_enabled
+            if enabled and "infrastructure" in options.controllers:
                 provider = await stack.enter_async_context(inmemory_provider(options, kube=kube))
                 providers = [(InMemoryPoolAdapter(), provider)]
-            setup_controllers(
-                manager=manager,
-                namespace=options.namespace,
-                pools="machinepool" in options.controllers,
-                providers=providers,
-                recorder=recorder,
-                concurrency=options.concurrency,
-                reconcile_timeout=options.reconcile_timeout,
-            )
+            if enabled:
+                setup_controllers(
+                    manager=manager,
+                    namespace=options.namespace,
+                    pools="machinepool" in options.controllers,
+                    providers=providers,
+                    recorder=recorder,
+                    concurrency=options.concurrency,
+                    reconcile_timeout=options.reconcile_timeout,
+                    watch_filter=options.label_selector(),
+                )
             await stack.enter_async_context(recorder)
             return await _run_manager(manager, shutdown=shutdown.requested)
 
@@ -158,13 +177,16 @@ def setup_controllers(
     reconcile_timeout: float,
     busy_poll: float = 2.0,
     steady_poll: float = 60.0,
+    watch_filter: str | None = None,
     health_checks: bool = True,
 ) -> None:
     """Every controller of the product on one manager: with ``pools``, the MachinePool and
     Machine controllers for the infra kinds of ``providers`` (and, with ``health_checks``,
     the MachineHealthCheck controller, which shares their workload cluster connections); and
     an infrastructure controller for each provider given (``None``: the kind is known,
-    reconciled elsewhere). The one place tests, the demo and ``run`` compose the product."""
+    reconciled elsewhere). The one place tests, the demo and ``run`` compose the product.
+    ``watch_filter`` is a label selector every controller's informers share
+    (``--watch-filter``)."""
     infra_kinds = [adapter.kind for adapter, _ in providers]
     machine_kinds = [a.machine_kind for a, _ in providers if a.machine_kind is not None]
     if pools:
@@ -177,6 +199,7 @@ def setup_controllers(
             concurrency=concurrency,
             reconcile_timeout=reconcile_timeout,
             registry=manager.registry,
+            watch_filter=watch_filter,
         )
         setup_machine_controller(
             manager=manager,
@@ -187,6 +210,7 @@ def setup_controllers(
             concurrency=concurrency,
             reconcile_timeout=reconcile_timeout,
             registry=manager.registry,
+            watch_filter=watch_filter,
         )
         if health_checks:
             setup_healthcheck_controller(
@@ -197,6 +221,7 @@ def setup_controllers(
                 concurrency=concurrency,
                 reconcile_timeout=reconcile_timeout,
                 registry=manager.registry,
+                watch_filter=watch_filter,
             )
     for adapter, provider in providers:
         if provider is None:
@@ -212,7 +237,16 @@ def setup_controllers(
             registry=manager.registry,
             busy_poll=busy_poll,
             steady_poll=steady_poll,
+            watch_filter=watch_filter,
         )
+
+
+def gate_note(options: RunOptions) -> str:
+    """What ``/readyz?verbose`` says about the feature gates."""
+    note = options.feature_gates.describe()
+    if not options.machine_pool_enabled:
+        note += "; MachinePools are not reconciled"
+    return note
 
 
 async def _run_manager(manager: Manager, *, shutdown: asyncio.Event) -> int:

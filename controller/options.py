@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.api.labels import WATCH_FILTER_LABEL
+from controller.runtime.featuregates import FeatureGate, FeatureGateError, FeatureGates, resolve
 from controller.runtime.server import parse_bind_address
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -23,6 +26,21 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 #: The reconcilers ``--controllers`` can select: the core MachinePool half and the
 #: infrastructure half (one reconciler per infra kind, here InMemoryMachinePool).
 CONTROLLERS = ("machinepool", "infrastructure")
+
+
+#: Feature gates ``--feature-gates`` knows, as Cluster API's: ``MachinePool`` (Beta, on by
+#: default), also set by ``EXP_MACHINE_POOL`` when the flag does not name it (flag wins).
+FEATURE_GATES: Mapping[str, FeatureGate] = {
+    "MachinePool": FeatureGate(default=True, stage="Beta", env="EXP_MACHINE_POOL"),
+}
+MACHINE_POOL_GATE = "MachinePool"
+#: The label ``--watch-filter`` selects on, as Cluster API controllers do.
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def default_feature_gates() -> FeatureGates:
+    """Every gate at its default (ignores the environment)."""
+    return resolve(known=FEATURE_GATES, flag="", environ={})
 
 
 class OptionError(ValueError):
@@ -76,9 +94,30 @@ class RunOptions:
     controllers: tuple[str, ...] = CONTROLLERS
     inmemory_endpoint: str | None = None
     inmemory_state_file: Path | None = None
+    feature_gates: FeatureGates = field(default_factory=default_feature_gates)
+    watch_filter: str | None = None
+
+    @property
+    def machine_pool_enabled(self) -> bool:
+        """The ``MachinePool`` feature gate: off means no MachinePool is reconciled."""
+        return self.feature_gates.enabled(MACHINE_POOL_GATE)
+
+    def label_selector(self) -> str | None:
+        """The label selector ``--watch-filter`` puts on the informers of our own objects."""
+        return f"{WATCH_FILTER_LABEL}={self.watch_filter}" if self.watch_filter else None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+    def from_args(
+        cls, args: argparse.Namespace, *, environ: Mapping[str, str] | None = None
+    ) -> RunOptions:
+        try:
+            gates = resolve(
+                known=FEATURE_GATES,
+                flag=args.feature_gates,
+                environ=os.environ if environ is None else environ,
+            )
+        except FeatureGateError as exc:
+            raise OptionError(str(exc)) from None
         options = cls(
             kubeconfig=args.kubeconfig,
             namespace=args.namespace or None,
@@ -100,6 +139,8 @@ class RunOptions:
             controllers=tuple(c.strip() for c in args.controllers.split(",") if c.strip()),
             inmemory_endpoint=args.inmemory_endpoint or None,
             inmemory_state_file=args.inmemory_state_file,
+            feature_gates=gates,
+            watch_filter=args.watch_filter or None,
         )
         options.check()
         return options
@@ -111,6 +152,10 @@ class RunOptions:
                 f"--controllers: unknown {', '.join(unknown) or '(none given)'}; "
                 f"choose from {', '.join(CONTROLLERS)}"
             )
+        if self.watch_filter is not None and not (
+            len(self.watch_filter) <= 63 and _LABEL_VALUE.match(self.watch_filter)
+        ):
+            raise OptionError(f"--watch-filter {self.watch_filter!r} is not a valid label value")
         if self.concurrency < 1:
             raise OptionError(f"--concurrency must be at least 1, got {self.concurrency}")
         for flag, value in (
@@ -166,6 +211,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="kubeconfig of the management cluster (default: $KUBECONFIG, else in-cluster)",
     )
     add("--namespace", default="", help="only watch this namespace (default: all namespaces)")
+    add(
+        "--watch-filter",
+        default="",
+        help=f"only reconcile objects labelled {WATCH_FILTER_LABEL}=VALUE (default: all objects)",
+    )
+    add(
+        "--feature-gates",
+        default="",
+        help="Name=true|false pairs, comma-separated; known: MachinePool (Beta, default true; "
+        "$EXP_MACHINE_POOL sets it when this flag does not)",
+    )
     add(
         "--concurrency",
         type=int,

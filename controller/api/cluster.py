@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field
 
 from controller.api.apiobject import ApiObject
 from controller.api.base import ApiModel
+from controller.api.contract import CORE_CRD_LABELS
 from controller.api.crdinfo import CrdOptions, PrinterColumn
 from controller.api.kinds import CLUSTER, Kind
 from controller.api.machine import Conditions
@@ -79,6 +80,7 @@ class Cluster(ApiObject):
     KIND: ClassVar[Kind] = CLUSTER
     CRD: ClassVar[CrdOptions] = CrdOptions(
         categories=("cluster-api",),
+        labels=CORE_CRD_LABELS,
         printer_columns=(
             PrinterColumn(
                 "ClusterClass", ".spec.topology.classRef.name", "string", "ClusterClass, if any"

@@ -23,13 +23,13 @@ per-field limits.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
 from controller.api.apiobject import ApiObject
 from controller.api.base import ApiModel
+from controller.api.contract import crd_labels
 from controller.api.crdinfo import CrdOptions, PrinterColumn
 from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, Kind
 from controller.api.machine import Conditions, MachineAddress
@@ -62,12 +62,11 @@ __all__ = [
     "RollingUpdate",
 ]
 
-#: Labels every in-memory CRD carries: the Cluster API contract version map and provider name.
-CONTRACT_LABELS: Mapping[str, str] = MappingProxyType(
-    {
-        "cluster.x-k8s.io/v1beta2": "v1alpha1",
-        "cluster.x-k8s.io/provider": "infrastructure-inmemory",
-    }
+#: Labels every in-memory CRD carries: the Cluster API contract version map, the provider
+#: name, clusterctl's discovery label, and ``move`` so unadopted objects travel too
+#: (:mod:`controller.api.contract`).
+CONTRACT_LABELS: Mapping[str, str] = crd_labels(
+    provider="infrastructure-inmemory", versions=["v1alpha1"], move=True
 )
 
 DeletePolicy = Literal["Oldest", "Newest", "Random"]
@@ -191,6 +190,11 @@ class InMemoryMachinePoolStatus(ApiModel):
     """Most recently observed number of instances (contract field)."""
     infrastructure_machine_kind: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     """Kind of the per-instance objects (`InMemoryMachine`): opts in to MachinePool Machines."""
+    capacity: Annotated[dict[str, Annotated[str, Field(max_length=64)]], Field(max_length=32)] = (
+        Field(default_factory=dict)
+    )
+    """What one Node of the pool's instance type offers (`cpu`, `memory`, `ephemeral-storage`,
+    `pods`, ...), for cluster-autoscaler's scale from zero."""
     instances: Annotated[
         list[InMemoryInstance],
         Field(

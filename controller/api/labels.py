@@ -21,6 +21,9 @@ EXCLUDE_NODE_DRAINING_ANNOTATION = "machine.cluster.x-k8s.io/exclude-node-draini
 #: lowered the pool's ``spec.replicas``. A deleting Machine without it is not accounted for.
 DELETE_REASON_ANNOTATION = "machinepool.cluster.x-k8s.io/delete-reason"
 PAUSED_ANNOTATION = "cluster.x-k8s.io/paused"
+#: ``--watch-filter``: a controller started with a value handles only objects labelled so;
+#: the per-instance objects inherit the label from their pool.
+WATCH_FILTER_LABEL = "cluster.x-k8s.io/watch-filter"
 REPLICAS_MANAGED_BY_ANNOTATION = "cluster.x-k8s.io/replicas-managed-by"
 #: The Machine finalizer, Cluster API's name: the Machine stays until its Node is drained,
 #: its instance deleted and its Node removed.
@@ -63,6 +66,7 @@ __all__ = [
     "PAUSED_ANNOTATION",
     "POOL_NAME_LABEL",
     "REPLICAS_MANAGED_BY_ANNOTATION",
+    "WATCH_FILTER_LABEL",
     "machine_name",
     "pool_label_value",
 ]

@@ -8,6 +8,11 @@ Differences from upstream, all because we run without admission webhooks:
 - ``bootstrap`` must name a ``configRef`` or a ``dataSecretName`` (CEL rule instead of the
   webhook).
 - ``clusterName`` cannot change once set (CEL transition rule instead of the webhook).
+- ``version`` must be a ``v``-prefixed semantic version (CEL). Cluster API's webhook adds a
+  missing ``v``; a schema cannot rewrite a value, so ``1.35.0`` is rejected with a message
+  saying so instead.
+- ``deletion.nodeDeletionTimeoutSeconds`` defaults to 10 in the schema (``deletion`` itself
+  defaults to ``{}`` so the nested default always applies).
 
 Invariants: as for every model, unknown fields survive parsing and serializing;
 ``status.nodeInfo`` keeps every key the kubelet reports.
@@ -21,6 +26,7 @@ from pydantic import ConfigDict, Field
 
 from controller.api.apiobject import ApiObject
 from controller.api.base import ApiModel
+from controller.api.contract import CORE_CRD_LABELS
 from controller.api.crdinfo import CrdOptions, PrinterColumn
 from controller.api.kinds import MACHINE, Kind
 from controller.api.meta import Condition, ContractVersionedObjectReference, V1Beta1Condition
@@ -40,6 +46,7 @@ __all__ = [
     "Bootstrap",
     "ClusterName",
     "Conditions",
+    "KubernetesVersion",
     "Machine",
     "MachineAddress",
     "MachineDeletionSpec",
@@ -64,6 +71,28 @@ ClusterName = Annotated[
     SchemaExtra(crd(rules=[Rule(rule="self == oldSelf", message="is immutable")])),
 ]
 """The name of the owning Cluster: 1..63 characters, immutable once set."""
+
+SEMVER_PATTERN = (
+    r"^v(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)"
+    r"(-[0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?([+][0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?$"
+)
+"""A ``v``-prefixed semantic version (``v1.35.0``, ``v1.36.0-rc.1+build.5``)."""
+
+KubernetesVersion = Annotated[
+    str,
+    Field(min_length=1, max_length=256),
+    SchemaExtra(
+        crd(
+            rules=[
+                Rule(
+                    rule=f"self.matches('{SEMVER_PATTERN}')",
+                    message="must be a semantic version with a leading v, such as v1.35.0",
+                )
+            ]
+        )
+    ),
+]
+"""A Kubernetes version; the API server checks the ``v``-prefixed semver form (CEL)."""
 
 Conditions = Annotated[
     list[Condition],
@@ -123,8 +152,10 @@ class MachineDeletionSpec(ApiModel):
     """Longest time to drain the node; unset or 0 means no limit."""
     node_volume_detach_timeout_seconds: _NonNegativeInt32 | None = None
     """Longest time to wait for volumes to detach; unset or 0 means no limit."""
-    node_deletion_timeout_seconds: _NonNegativeInt32 | None = None
-    """Longest time to try deleting the Node; Cluster API defaults it to 10 seconds."""
+    node_deletion_timeout_seconds: _NonNegativeInt32 | None = Field(
+        default=None, json_schema_extra=crd(default=10)
+    )
+    """Longest time to try deleting the Node; the API server defaults it to 10 seconds."""
 
 
 class MachineReadinessGate(ApiModel):
@@ -180,7 +211,7 @@ class MachineSpec(ApiModel):
     """Where the machine's bootstrap data comes from."""
     infrastructure_ref: ContractVersionedObjectReference
     """The infrastructure object: an infra machine, or for a MachinePool the infra machine pool."""
-    version: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    version: KubernetesVersion | None = None
     """The Kubernetes version the kubelet should run, e.g. `v1.35.0`."""
     provider_id: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
         default=None, alias="providerID"
@@ -199,8 +230,10 @@ class MachineSpec(ApiModel):
         ),
     ] = Field(default_factory=list)
     """Extra conditions that must be true before the machine counts as ready."""
-    deletion: MachineDeletionSpec = Field(default_factory=MachineDeletionSpec)
-    """Timeouts of the deletion steps."""
+    deletion: MachineDeletionSpec = Field(
+        default_factory=MachineDeletionSpec, json_schema_extra=crd(default={})
+    )
+    """Timeouts of the deletion steps (defaulted to an empty object, so its defaults apply)."""
     taints: Annotated[
         list[MachineTaint],
         Field(
@@ -341,6 +374,7 @@ class Machine(ApiObject):
     KIND: ClassVar[Kind] = MACHINE
     CRD: ClassVar[CrdOptions] = CrdOptions(
         categories=("cluster-api",),
+        labels=CORE_CRD_LABELS,
         printer_columns=(
             PrinterColumn("Cluster", ".spec.clusterName", "string", "Cluster"),
             PrinterColumn("Node Name", ".status.nodeRef.name", "string", "Node of the machine"),

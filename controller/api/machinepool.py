@@ -8,10 +8,18 @@ Additions and differences, all because we run without admission webhooks:
 
 - ``status.selector`` (a label selector string) exists so the scale subresource can report a
   selector, as autoscalers expect; Cluster API has no such field.
-- ``spec.replicas`` defaults to 1 in the schema (Cluster API's webhook does this and also
-  honours the autoscaler min/max-size annotations, which a schema default cannot).
+- ``spec.replicas`` defaults to 1 in the schema. Cluster API's webhook instead defaults an
+  unset ``replicas`` to the cluster-autoscaler min-size annotation when both min- and
+  max-size are present; a schema default cannot read annotations, so the reconciler clamps
+  ``replicas`` into [min, max] once, before the pool's first successful reconcile, and says
+  so in an Event (:mod:`controller.machinepool.autoscaler`).
+- The template's ``version`` must be ``v``-prefixed semver and
+  ``deletion.nodeDeletionTimeoutSeconds`` defaults to 10 (see :mod:`controller.api.machine`).
 - CEL rules stand in for the webhook: ``clusterName`` is immutable and must equal
   ``template.spec.clusterName``; ``template.spec.taints`` is forbidden.
+- The CRD carries the contract, provider and clusterctl labels
+  (:mod:`controller.api.contract`), with ``move`` so an unadopted pool travels on
+  ``clusterctl move``.
 - ``providerIDList`` is a ``set`` list, so provider IDs are unique (see
   :mod:`controller.api.providerid` for why not ``atomic`` plus CEL).
 
@@ -29,6 +37,7 @@ from pydantic import ConfigDict, Field
 
 from controller.api.apiobject import ApiObject
 from controller.api.base import ApiModel
+from controller.api.contract import CONTRACT, CORE_PROVIDER, crd_labels
 from controller.api.crdinfo import CrdOptions, PrinterColumn, ScaleSubresource
 from controller.api.kinds import MACHINE_POOL, Kind
 from controller.api.machine import ClusterName, Conditions, MachineTemplateSpec
@@ -189,6 +198,8 @@ class MachinePool(ApiObject):
     KIND: ClassVar[Kind] = MACHINE_POOL
     CRD: ClassVar[CrdOptions] = CrdOptions(
         categories=("cluster-api",),
+        # move: a pool its Cluster has not adopted yet (no owner reference) still travels.
+        labels=crd_labels(provider=CORE_PROVIDER, versions=[CONTRACT], move=True),
         scale=ScaleSubresource(
             spec_replicas_path=".spec.replicas",
             status_replicas_path=".status.replicas",

@@ -53,10 +53,15 @@ def setup_healthcheck_controller(
     reconcile_timeout: float,
     registry: CollectorRegistry,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    watch_filter: str | None = None,
 ) -> Controller:
-    health_checks = manager.informer(MACHINE_HEALTH_CHECK, namespace=namespace)
+    # --watch-filter selects the health checks and Machines we own (the Machine informer is
+    # the one the MachinePool and Machine controllers share); Clusters stay unfiltered.
+    health_checks = manager.informer(
+        MACHINE_HEALTH_CHECK, namespace=namespace, label_selector=watch_filter
+    )
     health_checks.store.ensure_index(name=HEALTH_CHECK_CLUSTER_INDEX, func=_health_check_cluster)
-    machines = manager.informer(MACHINE, namespace=namespace)
+    machines = manager.informer(MACHINE, namespace=namespace, label_selector=watch_filter)
     clusters = manager.informer(CLUSTER, namespace=namespace)
     reconciler = HealthCheckReconciler(
         kube=manager.kube,

@@ -41,6 +41,7 @@ from controller.api.labels import (
     DELETE_REASON_ANNOTATION,
     MACHINE_FINALIZER,
     POOL_NAME_LABEL,
+    WATCH_FILTER_LABEL,
     pool_label_value,
 )
 from controller.machinepool.infrastructure import replicas_managed_externally
@@ -260,6 +261,11 @@ async def _create(*, scope: PoolScope, kube: KubeClient, infra_machine: Obj, sec
                 **(scope.pool.spec.template.metadata.labels or {}),
                 POOL_NAME_LABEL: pool_label_value(scope.name),
                 CLUSTER_NAME_LABEL: scope.pool.spec.cluster_name,
+                **{
+                    k: v
+                    for k, v in (scope.obj["metadata"].get("labels") or {}).items()
+                    if k == WATCH_FILTER_LABEL
+                },
             },
             "annotations": dict(scope.pool.spec.template.metadata.annotations or {}),
             "finalizers": [MACHINE_FINALIZER],

@@ -7,13 +7,16 @@ For one MachinePool key:
    a Cluster appears; a pool being deleted does not need its Cluster.
 2. Add the finalizer ``machinepool.cluster.x-k8s.io`` (and stop: the update re-queues us);
    keep the ``cluster.x-k8s.io/cluster-name`` label and an owner reference to the Cluster.
+   Not paused: the cluster-autoscaler min/max-size annotations may default ``spec.replicas``
+   once (:mod:`.autoscaler`), before the infrastructure pool is adopted.
 3. Paused (``Cluster.spec.paused`` or the ``cluster.x-k8s.io/paused`` annotation): set
    ``Paused=True`` and do nothing else — not even deletion.
 4. Deleting: the pool's Machines first (each drained by the Machine controller), then
    :mod:`.deletion`. Otherwise bootstrap, infrastructure, node references and Machines
    (:mod:`.bootstrap`, :mod:`.infrastructure`, :mod:`.noderefs`, :mod:`.machines`); every
    phase runs even when an earlier one failed, and their errors are reported together.
-5. :mod:`.status` computes phase and summary conditions; then the spec fields we own and
+5. :mod:`.status` computes phase and summary conditions (:mod:`.autoscaler` adds
+   ``AutoscalerBounds``); then the spec fields we own and
    the status are written with merge patches, each only if it changed, and
    ``observedGeneration`` only when the reconcile succeeded. Events are recorded.
 
@@ -31,6 +34,7 @@ import pydantic
 import structlog
 
 from controller.api.kinds import MACHINE_POOL
+from controller.machinepool.autoscaler import default_replicas, report_bounds
 from controller.machinepool.bootstrap import reconcile_bootstrap
 from controller.machinepool.deletion import reconcile_delete
 from controller.machinepool.external import CLUSTER_NAME_LABEL, ExternalObjects
@@ -103,6 +107,8 @@ class MachinePoolReconciler:
             kube=self.kube, resource=MACHINE_POOL, obj=scope.obj, finalizer=FINALIZER
         ):
             return Result()  # the update re-queues us
+        if not self._paused(scope, cluster):  # before the infra pool is adopted
+            await default_replicas(kube=self.kube, scope=scope)
         if cluster is not None:
             await self._ensure_cluster_link(scope, cluster)
 
@@ -148,6 +154,7 @@ class MachinePoolReconciler:
                     await reconcile_machines(scope=scope, machines=self.machines)
                 except ApiError as exc:
                     errors.append(f"machines: {exc}")
+            report_bounds(scope)
             update_status(scope)
         await self._write(scope, original=obj, succeeded=not errors)
         if errors:

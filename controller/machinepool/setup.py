@@ -93,9 +93,12 @@ def setup_machinepool_controller(
     reconcile_timeout: float,
     registry: CollectorRegistry,
     infra_machine_kinds: Sequence[Kind] = (),
+    watch_filter: str | None = None,
 ) -> MachinePoolController:
     kube = manager.kube
-    pools = manager.informer(MACHINE_POOL, namespace=namespace)
+    # --watch-filter selects the pools we own; Clusters, Secrets and infra objects stay
+    # unfiltered, since they are only looked up or mapped to (already filtered) pools.
+    pools = manager.informer(MACHINE_POOL, namespace=namespace, label_selector=watch_filter)
     pools.store.add_index(name=PROVIDER_ID_INDEX, func=_pool_provider_ids)
     pools.store.add_index(name=CLUSTER_INDEX, func=_pool_cluster)
     pools.store.add_index(name=BOOTSTRAP_SECRET_INDEX, func=_pool_bootstrap_secret)
@@ -120,11 +123,11 @@ def setup_machinepool_controller(
         )
         infra_informers[(kind.group, kind.kind)] = manager.informer(kind, namespace=namespace)
 
-    machines = manager.informer(MACHINE, namespace=namespace)
+    machines = manager.informer(MACHINE, namespace=namespace, label_selector=watch_filter)
     machines.store.ensure_index(name=CONTROLLER_OWNER_INDEX, func=controller_owner_keys)
     infra_machine_informers: dict[tuple[str, str], Informer] = {}
     for kind in infra_machine_kinds:
-        informer = manager.informer(kind, namespace=namespace)
+        informer = manager.informer(kind, namespace=namespace, label_selector=watch_filter)
         informer.store.ensure_index(name=CONTROLLER_OWNER_INDEX, func=controller_owner_keys)
         infra_machine_informers[(kind.group, kind.kind)] = informer
     pool_machines = PoolMachines(

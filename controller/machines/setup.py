@@ -52,14 +52,17 @@ def setup_machine_controller(
     concurrency: int,
     reconcile_timeout: float,
     registry: CollectorRegistry,
+    watch_filter: str | None = None,
 ) -> Controller:
-    machines = manager.informer(MACHINE, namespace=namespace)
+    machines = manager.informer(MACHINE, namespace=namespace, label_selector=watch_filter)
     machines.store.ensure_index(name=CONTROLLER_OWNER_INDEX, func=controller_owner_keys)
     machines.store.ensure_index(name=PROVIDER_ID_INDEX, func=_machine_provider_id)
     machines.store.ensure_index(name=CLUSTER_INDEX, func=_machine_cluster)
     clusters = manager.informer(CLUSTER, namespace=namespace)
     infra: dict[tuple[str, str], Informer] = {
-        (kind.group, kind.kind): manager.informer(kind, namespace=namespace)
+        (kind.group, kind.kind): manager.informer(
+            kind, namespace=namespace, label_selector=watch_filter
+        )
         for kind in infra_machine_kinds
     }
     reconciler = MachineReconciler(

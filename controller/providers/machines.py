@@ -35,6 +35,7 @@ from controller.api.labels import (
     DELETE_MACHINE_ANNOTATION,
     DELETE_REASON_ANNOTATION,
     POOL_NAME_LABEL,
+    WATCH_FILTER_LABEL,
     machine_name,
     pool_label_value,
 )
@@ -53,6 +54,11 @@ INFRA_MACHINE_FINALIZER = "machinepool.infrastructure.cluster.x-k8s.io/instance"
 _log = structlog.get_logger(__name__)
 
 Obj = dict[str, Any]
+
+
+def _inherited(infra: Obj) -> dict[str, str]:
+    labels = infra["metadata"].get("labels") or {}
+    return {WATCH_FILTER_LABEL: labels[WATCH_FILTER_LABEL]} if WATCH_FILTER_LABEL in labels else {}
 
 
 def _condition_true(obj: Obj | None, type_: str) -> bool:
@@ -235,6 +241,7 @@ class InfraMachines:
                 "labels": {
                     POOL_NAME_LABEL: pool_label_value(str(pool["metadata"]["name"])),
                     CLUSTER_NAME_LABEL: str(pool["spec"].get("clusterName", "")),
+                    **_inherited(infra),
                 },
                 "finalizers": [INFRA_MACHINE_FINALIZER],
                 "ownerReferences": [

@@ -18,7 +18,9 @@ For one infra pool (an InMemoryMachinePool, an AWSMachinePool, ...) it:
    directly. With a rolling-update strategy, instances launched from an older template are
    replaced within ``maxSurge``/``maxUnavailable``. Under
    ``cluster.x-k8s.io/replicas-managed-by`` the capacity is left to the external autoscaler;
-5. writes the contract: ``spec.providerIDList`` (in launch order, then by ID, so it is
+5. publishes scale-from-zero capacity (annotations and ``status.capacity``) when the adapter
+   knows its instance type (:mod:`.capacity`);
+6. writes the contract: ``spec.providerIDList`` (in launch order, then by ID, so it is
    stable), ``status.replicas``, ``status.ready`` and ``status.initialization.provisioned``,
    ``status.instances``, and a ``Ready`` condition.
 
@@ -54,6 +56,7 @@ from controller.providers.base import (
     ProviderError,
     RetryableError,
 )
+from controller.providers.capacity import publish_capacity
 from controller.providers.machines import InfraMachines, delete_machine
 from controller.providers.scaling import (
     Member,
@@ -187,6 +190,8 @@ class InfraPoolReconciler:
 
         status = copy.deepcopy(infra.get("status") or {})
         spec_patch: dict[str, Any] = {}
+        await publish_capacity(kube=self.kube, kind=kind, adapter=self.adapter, infra=infra,
+                               status=status)  # fmt: skip
         managed = (pool["metadata"].get("annotations") or {}).get(REPLICAS_MANAGED_BY)
         external_size = managed is not None and managed.lower() != "false"
         desired = pool["spec"].get("replicas")

@@ -33,16 +33,21 @@ def setup_infrastructure_controller(
     registry: CollectorRegistry,
     busy_poll: float = 2.0,
     steady_poll: float = 60.0,
+    watch_filter: str | None = None,
 ) -> Controller:
-    infra = manager.informer(adapter.kind, namespace=namespace)
-    pools = manager.informer(MACHINE_POOL, namespace=namespace)
+    # --watch-filter (a label selector) applies to the infra pools we own and to the
+    # MachinePools that drive them (the same pool informer the core half uses).
+    infra = manager.informer(adapter.kind, namespace=namespace, label_selector=watch_filter)
+    pools = manager.informer(MACHINE_POOL, namespace=namespace, label_selector=watch_filter)
     clusters = manager.informer(CLUSTER, namespace=namespace)
     machines: InfraMachines | None = None
     machine_informer = None
     if adapter.machine_kind is not None:
-        machine_informer = manager.informer(adapter.machine_kind, namespace=namespace)
+        machine_informer = manager.informer(
+            adapter.machine_kind, namespace=namespace, label_selector=watch_filter
+        )
         machine_informer.store.ensure_index(name=CONTROLLER_OWNER_INDEX, func=controller_owner_keys)
-        core_machines = manager.informer(MACHINE, namespace=namespace)
+        core_machines = manager.informer(MACHINE, namespace=namespace, label_selector=watch_filter)
         machines = InfraMachines(
             kube=manager.kube,
             kind=adapter.machine_kind,

@@ -8,7 +8,10 @@ Checks are named callables returning ``None`` when healthy or a short reason str
 not; a check that raises counts as failing with the exception as the reason. ``/readyz`` and
 ``/healthz`` answer 200 ``ok`` when every check passes, else 500 and the failing checks;
 ``?verbose`` lists every check in Kubernetes' ``[+]name ok`` / ``[-]name failed: reason``
-format, and ``/readyz/<name>`` runs a single check.
+format, and ``/readyz/<name>`` runs a single check. A *note* (:meth:`Checks.add_note`) is a
+check that always passes and shows a fixed explanation in the verbose listing
+(``[+]featureGates ok: MachinePool=false ...``), for facts an operator must see, such as a
+disabled feature gate.
 
 Lifecycle: ``async with ProbeServer(...) as server``; listeners are bound on entry (a bind
 failure raises :class:`BindError` naming the address) and closed on exit.
@@ -48,9 +51,19 @@ class Checks:
 
     def __init__(self) -> None:
         self._checks: dict[str, Check] = {}
+        self._notes: dict[str, str] = {}
 
     def add(self, *, name: str, check: Check) -> None:
         self._checks[name] = check
+
+    def add_note(self, *, name: str, note: str) -> None:
+        """A check named ``name`` that always passes; verbose output shows ``note``."""
+        self._checks[name] = lambda: None
+        self._notes[name] = note
+
+    def note(self, name: str) -> str | None:
+        """The note of check ``name``, if it is one."""
+        return self._notes.get(name)
 
     def run(self, *, only: str | None = None) -> list[tuple[str, str | None]]:
         results: list[tuple[str, str | None]] = []
@@ -64,6 +77,13 @@ class Checks:
         return results
 
 
+def _line(checks: Checks, name: str, reason: str | None) -> str:
+    if reason is not None:
+        return f"[-]{name} failed: {reason}"
+    note = checks.note(name)
+    return f"[+]{name} ok: {note}" if note else f"[+]{name} ok"
+
+
 def _probe_handler(checks: Checks) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         only = request.match_info.get("name")
@@ -71,7 +91,7 @@ def _probe_handler(checks: Checks) -> Callable[[web.Request], Awaitable[web.Stre
         if only is not None and not results:
             return web.Response(status=404, text=f"no check named {only}\n")
         failed = [(n, r) for n, r in results if r is not None]
-        lines = [f"[+]{n} ok" if r is None else f"[-]{n} failed: {r}" for n, r in results]
+        lines = [_line(checks, n, r) for n, r in results]
         verbose = "verbose" in request.query
         if failed:
             body = "\n".join(lines) + f"\n{request.path} check failed\n"

@@ -11,6 +11,7 @@ import yaml
 from controller.api import ALL_KINDS, ALL_MODELS
 from controller.api.crdgen import generate_crds, render_crds_yaml, write_crds
 from controller.api.kinds import MACHINE_POOL, Kind
+from controller.api.machine import SEMVER_PATTERN
 from tests.api.structural_check import structural_violations
 
 _COMMITTED = Path(__file__).resolve().parents[2] / "charts" / "machinepool-controller" / "crds"
@@ -116,16 +117,24 @@ def test_machine_pool_scale_subresource_and_printer_columns() -> None:
     assert columns["Version"] == ".spec.template.spec.version"
 
 
-def test_infrastructure_crds_carry_the_contract_labels() -> None:
+def test_every_crd_carries_the_contract_provider_and_clusterctl_labels() -> None:
+    moved = {"machinepools", "inmemorymachinepools", "inmemorymachines"}
     for crd in _CRDS:
         labels = crd["metadata"].get("labels", {})
         if crd["spec"]["group"] == "infrastructure.cluster.x-k8s.io":
-            assert labels == {
+            expected = {
                 "cluster.x-k8s.io/v1beta2": "v1alpha1",
                 "cluster.x-k8s.io/provider": "infrastructure-inmemory",
             }
         else:
-            assert labels == {}
+            expected = {
+                "cluster.x-k8s.io/v1beta2": "v1beta2",
+                "cluster.x-k8s.io/provider": "cluster-api",
+            }
+        expected["clusterctl.cluster.x-k8s.io"] = ""
+        if crd["spec"]["names"]["plural"] in moved:
+            expected["clusterctl.cluster.x-k8s.io/move"] = ""
+        assert labels == expected, crd["metadata"]["name"]
 
 
 _MACHINE_POOL_FIELDS = {
@@ -208,6 +217,7 @@ def test_cel_rules_land_where_the_models_put_them() -> None:
         "spec.clusterName": ["self == oldSelf"],
         "spec.template.spec.bootstrap": ["has(self.configRef) || has(self.dataSecretName)"],
         "spec.template.spec.clusterName": ["self == oldSelf"],
+        "spec.template.spec.version": [f"self.matches('{SEMVER_PATTERN}')"],
     }
     pool_rules = _rules("inmemorymachinepools.infrastructure.cluster.x-k8s.io")
     assert set(pool_rules) == {

@@ -4,6 +4,9 @@ The group is named ``<namespace>-<name>`` (stable for the object's life); its te
 pool's ``spec.template`` plus the Kubernetes version of the owning MachinePool (what the
 simulated kubelets report); its template version is ``template.version`` when given, else a
 short hash of the template, so any change to the template is a new version.
+``template.instanceType`` names one of :data:`INSTANCE_TYPES`, whose capacity is published
+for cluster-autoscaler's scale from zero (:mod:`controller.providers.capacity`); other names
+publish nothing.
 """
 
 from __future__ import annotations
@@ -14,10 +17,23 @@ from typing import Any
 
 from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, Kind
 from controller.providers.base import GroupSpec
+from controller.providers.capacity import NodeCapacity
 
 Obj = dict[str, Any]
 
 DEFAULT_KUBERNETES_VERSION = "v1.35.4"
+
+#: The simulator's instance types, for cluster-autoscaler's scale from zero. Simulated Nodes
+#: do not enforce them; they are what a pool of that type says it offers.
+INSTANCE_TYPES: dict[str, NodeCapacity] = {
+    "small": NodeCapacity(cpu="2", memory="4Gi", ephemeral_disk="20Gi", max_pods=110),
+    "medium": NodeCapacity(cpu="4", memory="16Gi", ephemeral_disk="50Gi", max_pods=110),
+    "large": NodeCapacity(cpu="16", memory="64Gi", ephemeral_disk="200Gi", max_pods=250),
+    "gpu": NodeCapacity(
+        cpu="8", memory="32Gi", ephemeral_disk="100Gi", max_pods=110,
+        gpu_type="nvidia.com/gpu", gpu_count=1,
+    ),
+}  # fmt: skip
 
 
 class InMemoryPoolAdapter:
@@ -62,6 +78,11 @@ class InMemoryPoolAdapter:
         if rolling is None:
             return None
         return rolling.get("maxSurge"), rolling.get("maxUnavailable")
+
+    def capacity(self, *, infra: Obj) -> NodeCapacity | None:
+        """Scale-from-zero capacity of ``template.instanceType`` (None when not in the table)."""
+        template = (infra.get("spec") or {}).get("template") or {}
+        return INSTANCE_TYPES.get(str(template.get("instanceType") or ""))
 
     def size_bounds(self, *, infra: Obj) -> tuple[int, int | None]:
         spec = infra.get("spec") or {}
