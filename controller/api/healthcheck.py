@@ -30,6 +30,7 @@ from pydantic import ConfigDict, Field
 
 from controller.api.apiobject import ApiObject
 from controller.api.base import ApiModel
+from controller.api.contract import CORE_CRD_LABELS
 from controller.api.crdinfo import CrdOptions, PrinterColumn
 from controller.api.kinds import MACHINE_HEALTH_CHECK, Kind
 from controller.api.machine import ClusterName, Conditions
@@ -225,6 +226,7 @@ class MachineHealthCheck(ApiObject):
     KIND: ClassVar[Kind] = MACHINE_HEALTH_CHECK
     CRD: ClassVar[CrdOptions] = CrdOptions(
         categories=("cluster-api",),
+        labels=CORE_CRD_LABELS,
         printer_columns=(
             PrinterColumn("Cluster", ".spec.clusterName", "string", "Cluster"),
             PrinterColumn("Expected", ".status.expectedMachines", "integer", "Machines selected"),
