@@ -3,9 +3,11 @@ are filled in, and bad input is refused by CEL with a message a person can act o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
@@ -14,6 +16,8 @@ from controller.api.kinds import MACHINE_HEALTH_CHECK
 from controller.runtime.kube import ApiError, KubeClient, RestMetrics
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "machinehealthcheck.yaml"
 
 
 def _body(name: str, **spec: Any) -> dict[str, Any]:
@@ -96,3 +100,12 @@ async def test_cluster_name_is_immutable(api_client: client.ApiClient, namespace
             patch={"spec": {"clusterName": "other"}},
         )  # fmt: skip
     assert "is immutable" in caught.value.message
+
+
+async def test_the_example_applies_unchanged(api_client: client.ApiClient, namespace: str) -> None:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    assert MachineHealthCheck.from_dict(document).to_dict() == document
+    created = await _kube(api_client).create(
+        MACHINE_HEALTH_CHECK, namespace=namespace, body=document
+    )
+    assert created["spec"] == document["spec"]
