@@ -10,12 +10,14 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help venv envtest lint typecheck test test-unit demo crds local-cluster lock clean
+.PHONY: help venv envtest helm lint typecheck test test-unit test-chart demo crds local-cluster lock clean
 
 help:
 	@echo "make demo          start a local control plane and show a MachinePool"
 	@echo "make test          lint, type-check and run every test"
 	@echo "make envtest       build (once) kube-apiserver and etcd for tests"
+	@echo "make helm          build (once) helm for the chart tests"
+	@echo "make test-chart    the Helm chart tests only (render, dry-run, install, RBAC)"
 	@echo "make local-cluster run the local control plane until Ctrl-C"
 	@echo "make crds          regenerate the committed CRDs from the API models"
 	@echo "make lock          re-resolve requirements*.lock from pyproject.toml"
@@ -34,6 +36,9 @@ venv: $(STAMP)
 envtest:
 	@./hack/envtest/build.sh >/dev/null
 
+helm:
+	@./hack/helm/build.sh >/dev/null
+
 lint: $(STAMP)
 	$(BIN)/ruff check controller tests bench
 	$(BIN)/ruff format --check controller tests bench
@@ -41,8 +46,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) envtest lint typecheck
+test: $(STAMP) envtest helm lint typecheck
 	KUBEBUILDER_ASSETS="$$(./hack/envtest/build.sh)" $(BIN)/pytest $(PYTEST_ARGS)
+
+test-chart: $(STAMP) envtest helm
+	KUBEBUILDER_ASSETS="$$(./hack/envtest/build.sh)" $(BIN)/pytest tests/chart tests/test_docker.py $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)

@@ -90,7 +90,7 @@ def _cmd_local_cluster(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from controller.demo import run_demo
 
-    return _run_async(lambda: run_demo(keep=args.keep))
+    return _run_async(lambda: run_demo(keep=args.keep, short=args.short))
 
 
 def _run_async(factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep", action="store_true", help="keep the control plane running until Ctrl-C"
     )
+    p.add_argument("--short", action="store_true", help="no boot or ready delays (what CI runs)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -10,7 +10,12 @@ Cluster's ``<name>-kubeconfig`` Secret, so the Nodes the simulated instances reg
 real Node objects.
 
 With ``--keep`` the control plane and the controller keep running after the pool is created
-and scaled, and the ``KUBECONFIG`` line for kubectl is printed; Ctrl-C ends it.
+and scaled, and the ``KUBECONFIG`` line for kubectl is printed; Ctrl-C ends it. With
+``--short`` (what CI runs) the simulated instances boot and turn Ready at once instead of
+after the example's ~1 s delays; every step is still shown.
+
+The controller's own log is turned down to errors so the live table stays readable (a
+step that does not converge says so itself); an error still shows, above the table.
 
 Failure: a step that does not converge within its time limit ends the demo with exit 1 and
 says which step; the control plane is stopped either way.
@@ -39,6 +44,7 @@ from controller.providers.inmemory.workload import KubeNodeRegistrar
 from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.events import EventRecorder
 from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, ResourceLike, RestMetrics
+from controller.runtime.logging import configure_logging
 from controller.runtime.manager import Manager, ManagerOptions
 from controller.runtime.signals import Shutdown, shutdown_on_signals
 from controller.testing import ControlPlane
@@ -62,13 +68,26 @@ def _resources() -> dict[tuple[str, str], ResourceLike]:
     return found
 
 
-async def apply_manifest(*, kube: KubeClient, path: Path, namespace: str) -> list[dict[str, Any]]:
-    """Server-side apply every document of ``path`` into ``namespace``; returns the results."""
+#: ``--short``: instances boot and their Nodes turn Ready without delay.
+SHORT_TEMPLATE = {"bootDelaySeconds": 0, "readyDelaySeconds": 0}
+
+
+async def apply_manifest(
+    *, kube: KubeClient, path: Path, namespace: str, short: bool = False
+) -> list[dict[str, Any]]:
+    """Server-side apply every document of ``path`` into ``namespace``; returns the results.
+
+    ``short`` sets the InMemoryMachinePools' boot and ready delays to zero.
+    """
     resources = _resources()
     applied = []
     for doc in yaml.safe_load_all(path.read_text()):
         if not doc:
             continue
+        if short and (doc["apiVersion"], doc["kind"]) == (
+            IN_MEMORY_MACHINE_POOL.api_version, IN_MEMORY_MACHINE_POOL.kind,
+        ):  # fmt: skip
+            doc["spec"].setdefault("template", {}).update(SHORT_TEMPLATE)
         resource = resources[(doc["apiVersion"], doc["kind"])]
         name = doc["metadata"]["name"]
         doc["metadata"].setdefault("namespace", namespace)
@@ -88,13 +107,13 @@ class Demo:
         self.timeline: list[tuple[str, float]] = []
 
     async def snapshot(self) -> dict[str, Any]:
+        nodes = (await self.kube.list(NODES))["items"]
         try:
             pool = await self.kube.get(MACHINE_POOL, namespace=NAMESPACE, name=self.pool)
         except ApiError as exc:
             if exc.not_found:
-                return {"gone": True}
+                return {"gone": True, "nodes": len(nodes)}
             raise
-        nodes = (await self.kube.list(NODES))["items"]
         ready_nodes = sum(
             1
             for n in nodes
@@ -122,7 +141,7 @@ class Demo:
                        "Nodes (Ready)"):  # fmt: skip
             table.add_column(column, justify="right")
         if snap.get("gone"):
-            table.add_row("deleted", "-", "-", "-", "-", "-", "-")
+            table.add_row("deleted", "-", "-", "-", "-", "-", str(snap["nodes"]))
         else:
             table.add_row(
                 str(snap["phase"]), str(snap["desired"]), str(snap["replicas"]),
@@ -132,30 +151,34 @@ class Demo:
         return table
 
     async def step(self, title: str, *, want: int | None) -> None:
-        """Show the pool live until it has ``want`` ready replicas (None: until it is gone)."""
+        """Show the pool live until it has ``want`` ready replicas (None: until it and its
+        Nodes are gone)."""
         started = time.monotonic()
-        with Live(console=self.console, refresh_per_second=8, transient=False) as live:
-            while True:
-                snap = await self.snapshot()
-                elapsed = time.monotonic() - started
-                live.update(self.table(title, snap, elapsed))
-                done = (
-                    snap["gone"]
-                    if want is None
-                    else (
-                        not snap["gone"]
-                        and snap["phase"] == "Running"
-                        and snap["ready"] == want
-                        and snap["providerIDs"] == want
-                        and snap["readyNodes"] == want
+        try:
+            with Live(console=self.console, refresh_per_second=8, transient=False) as live:
+                while True:
+                    snap = await self.snapshot()
+                    elapsed = time.monotonic() - started
+                    live.update(self.table(title, snap, elapsed))
+                    done = (
+                        snap["gone"] and snap["nodes"] == 0
+                        if want is None
+                        else (
+                            not snap["gone"]
+                            and snap["phase"] == "Running"
+                            and snap["ready"] == want
+                            and snap["providerIDs"] == want
+                            and snap["readyNodes"] == want
+                        )
                     )
-                )
-                if done:
-                    self.timeline.append((title, elapsed))
-                    return
-                if elapsed > STEP_TIMEOUT:
-                    raise DemoFailed(f"{title!r} did not converge within {STEP_TIMEOUT:.0f}s")
-                await asyncio.sleep(0.25)
+                    if done:
+                        self.timeline.append((title, elapsed))
+                        return
+                    if elapsed > STEP_TIMEOUT:
+                        raise DemoFailed(f"{title!r} did not converge within {STEP_TIMEOUT:.0f}s")
+                    await asyncio.sleep(0.25)
+        finally:
+            self.console.line()  # the next step's table starts on a line of its own
 
     async def scale(self, replicas: int) -> None:
         await self.kube.merge_patch(
@@ -164,8 +187,9 @@ class Demo:
         )  # fmt: skip
 
 
-async def run_demo(*, keep: bool) -> int:
+async def run_demo(*, keep: bool, short: bool = False) -> int:
     console = Console()
+    configure_logging(fmt="console", level="error")
     if not EXAMPLE.is_file():
         console.print(f"[red]the example manifest {EXAMPLE} is missing; run the demo from a clone")
         return 1
@@ -178,7 +202,7 @@ async def run_demo(*, keep: bool) -> int:
         kube = KubeClient(api=api, metrics=RestMetrics(registry=registry))
         try:
             return await _run(cp=cp, kube=kube, registry=registry, console=console,
-                              shutdown=shutdown, stack=stack, keep=keep)  # fmt: skip
+                              shutdown=shutdown, stack=stack, keep=keep, short=short)  # fmt: skip
         except DemoFailed as exc:
             console.print(f"[red]demo failed:[/] {exc}")
             return 1
@@ -193,6 +217,7 @@ async def _run(
     shutdown: Shutdown,
     stack: contextlib.AsyncExitStack,
     keep: bool,
+    short: bool,
 ) -> int:
     # The Cluster's kubeconfig Secret points at this same API server: it is the workload
     # cluster too. The example manifest then adds its own Cluster object by the same name.
@@ -220,11 +245,15 @@ async def _run(
         console.print(
             "[green]controller running[/] (MachinePool + InMemoryMachinePool reconcilers)"
         )
-        applied = await apply_manifest(kube=kube, path=EXAMPLE, namespace=NAMESPACE)
+        applied = await apply_manifest(kube=kube, path=EXAMPLE, namespace=NAMESPACE, short=short)
         console.print(
             "applied " + ", ".join(f"{o['kind']}/{o['metadata']['name']}" for o in applied)
         )
         pool = next(o for o in applied if o["kind"] == "MachinePool")["metadata"]["name"]
+        console.print(
+            f"MachinePool {pool}: 3 replicas, then scale to 5, to 2, then delete"
+            + (" (--short: no boot/ready delays)" if short else "")
+        )
         demo = Demo(kube=kube, console=console, pool=pool)
         await demo.step("create 3 replicas", want=3)
         await demo.scale(5)
@@ -235,7 +264,7 @@ async def _run(
             shutil.copyfile(cp.kubeconfig_path, KUBECONFIG_OUT)
             console.print(
                 f"\nexport KUBECONFIG={KUBECONFIG_OUT.resolve()}\n"
-                "kubectl get mp,inmemorymachinepools,nodes\n"
+                "kubectl get mp,machines,inmemorymachinepools,nodes\n"
                 "Press Ctrl-C to stop."
             )
             await shutdown.wait()
@@ -248,6 +277,8 @@ async def _run(
         summary.add_column("converged in", justify="right")
         for title, seconds in demo.timeline:
             summary.add_row(title, f"{seconds:.1f}s")
+        summary.add_section()
+        summary.add_row("total", f"{sum(s for _, s in demo.timeline):.1f}s")
         console.print(summary)
         console.print("[green]demo finished[/]")
         return 0

@@ -203,11 +203,3 @@ async def test_crds_prints_every_generated_crd() -> None:
         "inmemorymachinepools.infrastructure.cluster.x-k8s.io",
         "inmemorymachines.infrastructure.cluster.x-k8s.io",
     } <= names
-
-
-@pytest.mark.usefixtures("control_plane")
-async def test_demo_exits_zero() -> None:
-    code, out, err = await _run("demo", timeout=240)
-    assert code == 0, err
-    assert "MachinePool" in out
-    assert "demo finished" in out

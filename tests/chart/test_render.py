@@ -1,0 +1,243 @@
+"""``helm template`` of the chart, read as data: what a platform team relies on is there
+(security settings, probes, leader election, least-privilege RBAC), optional features
+render only when asked for (and, for the Prometheus operator's kinds, only when the cluster
+serves them), and wrong values fail at install time with a message naming the field."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Any
+
+import pytest
+
+from controller.options import RunOptions, add_run_arguments, parse_duration
+from tests.chart.helm import CHART, MONITORING, Helm, find, kinds
+
+ALL_FEATURES: dict[str, Any] = {
+    "metrics": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
+        "grafanaDashboard": {"enabled": True},
+    },
+    "provider": {"credentialsSecret": "cloud-credentials"},
+    "serviceAccount": {
+        "annotations": {"example.com/team": "platform"},
+        "workloadIdentity": {"awsRoleArn": "arn:aws:iam::123456789012:role/mpc"},
+    },
+    "inmemory": {"endpoint": "http://simulator.mpc-system:8090"},
+    "extraArgs": ["--leader-elect-retry-period=3s"],
+    "extraEnv": [{"name": "AWS_REGION", "value": "eu-west-1"}],
+    "podAnnotations": {"example.com/scrape": "true"},
+    "priorityClassName": "system-cluster-critical",
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "machinepool-controller"}},
+        }
+    ],
+    "logging": {"format": "console", "level": "debug"},
+}
+
+
+def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = find(docs, "Deployment")
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def _parse_run_args(args: list[str]) -> RunOptions:
+    """The Deployment's args (flags of the image's ``machinepool-controller run``
+    entrypoint) as the controller itself parses and checks them."""
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_run_arguments(parser)
+    options = RunOptions.from_args(parser.parse_args(args))
+    options.check()
+    return options
+
+
+async def test_defaults_render_a_hardened_two_replica_deployment(helm: Helm) -> None:
+    docs = await helm.render()
+    assert kinds(docs) == sorted([
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role",
+        "RoleBinding", "Service", "ServiceAccount",
+    ])  # fmt: skip
+    deployment = find(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 2
+    assert pod["serviceAccountName"] == "mpc-machinepool-controller"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = _container(docs)
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert any(v["name"] == "tmp" and "emptyDir" in v for v in pod["volumes"])
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+
+    options = _parse_run_args(container["args"])
+    assert options.leader_elect is True
+    assert options.leader_election_namespace == "mpc-system"
+    assert options.leader_election_id == "mpc-machinepool-controller-leader-election"
+    # SIGKILL must not come before the controller's own graceful shutdown is over.
+    assert pod["terminationGracePeriodSeconds"] > options.graceful_shutdown_timeout
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert options.metrics_bind_address == f":{ports['metrics']}"
+    assert options.health_probe_bind_address == f":{ports['health']}"
+
+    pdb = find(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    service = find(docs, "Service")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+async def test_every_feature_on_renders_monitoring_credentials_and_identity(helm: Helm) -> None:
+    docs = await helm.render(values=ALL_FEATURES, api_versions=[MONITORING])
+    assert {"ServiceMonitor", "PrometheusRule", "ConfigMap"} <= set(kinds(docs))
+    account = find(docs, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {
+        "example.com/team": "platform",
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mpc",
+    }
+    container = _container(docs)
+    assert container["envFrom"] == [{"secretRef": {"name": "cloud-credentials"}}]
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in container["env"]
+    options = _parse_run_args(container["args"])
+    assert options.inmemory_endpoint == "http://simulator.mpc-system:8090"
+    assert options.retry_period == 3.0
+    monitor = find(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    groups = find(docs, "PrometheusRule")["spec"]["groups"]
+    alerts = {r["alert"] for g in groups for r in g["rules"]}
+    assert {
+        "MachinePoolControllerReconcileErrors", "MachinePoolControllerQueueBackingUp",
+        "MachinePoolNotConverging", "MachinePoolProviderThrottling",
+    } <= alerts  # fmt: skip
+    dashboard = json.loads(find(docs, "ConfigMap")["data"]["machinepool-controller.json"])
+    assert dashboard["uid"] == "machinepool-controller"
+
+
+async def test_monitoring_kinds_need_the_cluster_to_serve_them(helm: Helm) -> None:
+    docs = await helm.render(values=ALL_FEATURES)
+    assert "ServiceMonitor" not in kinds(docs)
+    assert "PrometheusRule" not in kinds(docs)
+
+
+async def test_watch_namespace_narrows_rbac_to_a_role(helm: Helm) -> None:
+    docs = await helm.render(values={"watchNamespace": "team-a"})
+    assert "ClusterRole" not in kinds(docs)
+    role = find(docs, "Role", "mpc-machinepool-controller")
+    assert role["metadata"]["namespace"] == "team-a"
+    binding = find(docs, "RoleBinding", "mpc-machinepool-controller")
+    assert binding["metadata"]["namespace"] == "team-a"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mpc-machinepool-controller", "namespace": "mpc-system"}
+    ]
+    assert _parse_run_args(_container(docs)["args"]).namespace == "team-a"
+
+
+async def test_rbac_is_least_privilege(helm: Helm) -> None:
+    docs = await helm.render()
+    rules = find(docs, "ClusterRole")["rules"]
+    verbs = {
+        (group, resource): set(rule["verbs"])
+        for rule in rules for group in rule["apiGroups"] for resource in rule["resources"]
+    }  # fmt: skip
+    # Nothing is ever created, updated (PUT) or deleted cluster-wide except as listed.
+    assert all("*" not in v and "update" not in v and "escalate" not in v for v in verbs.values())
+    assert all("create" not in v for k, v in verbs.items() if k != ("events.k8s.io", "events"))
+    assert verbs[("", "secrets")] == {"get", "list", "watch"}
+    assert ("", "nodes") not in verbs  # Nodes live in workload clusters, reached by kubeconfig
+    lease = find(docs, "Role", "mpc-machinepool-controller-leader-election")["rules"]
+    by_name = [r for r in lease if r.get("resourceNames")]
+    assert by_name == [{
+        "apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+        "resourceNames": ["mpc-machinepool-controller-leader-election"],
+        "verbs": ["get", "update"],
+    }]  # fmt: skip
+    unnamed = [r for r in lease if not r.get("resourceNames")]
+    assert [r["verbs"] for r in unnamed] == [["create"]]
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"replicaCount": "two"}, "/replicaCount"),
+        ({"replicaCunt": 2}, "replicaCunt"),
+        ({"logging": {"format": "xml"}}, "/logging/format"),
+        ({"controllers": ["machinepool", "autoscaler"]}, "/controllers/1"),
+        ({"reconcileTimeout": "5 minutes"}, "/reconcileTimeout"),
+        ({"leaderElection": {"leaseDuration": "15"}}, None),  # plain seconds are fine
+        ({"metrics": {"port": 70000}}, "/metrics/port"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"serviceAccount": {"workloadIdentity": {"awsRoleArn": "my-role"}}},
+         "/serviceAccount/workloadIdentity/awsRoleArn"),
+        ({"watchNamespace": "Team_A"}, "/watchNamespace"),
+        ({"extraArgs": ["leader-elect"]}, "/extraArgs/0"),
+        ({"metrics": {"prometheusRule": {"notConvergingFor": "half an hour"}}},
+         "/metrics/prometheusRule/notConvergingFor"),
+        ({"leaderElection": {"enabled": False}}, "leaderElection.enabled"),
+        ({"inmemory": {"stateFile": "/var/lib/state.json"}}, "inmemory.stateFile"),
+    ],
+)  # fmt: skip
+async def test_bad_values_fail_naming_the_field(
+    helm: Helm, values: dict[str, Any], field: str | None
+) -> None:
+    done = await helm.template(values=values)
+    if field is None:
+        assert done.code == 0, done.err
+        return
+    assert done.code != 0
+    assert field in done.err, done.err
+
+
+def test_schema_durations_are_the_controllers_durations() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    pattern = re.compile(schema["properties"]["syncPeriod"]["pattern"])
+    for good in ["30s", "10m", "1h30m", "500ms", "2.5s", "15", "0.5"]:
+        assert pattern.fullmatch(good), good
+        parse_duration(good)
+    for bad in ["10us", "1d", "5 minutes", "", "m"]:
+        assert not pattern.fullmatch(bad), bad
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(bad)
+
+
+def test_values_file_and_schema_agree() -> None:
+    """Every key of values.yaml is in the schema, so the defaults always pass it."""
+    import yaml
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(value: Any, node: dict[str, Any], path: str) -> None:
+        if isinstance(value, dict) and "properties" in node:
+            for key, sub in value.items():
+                assert key in node["properties"], f"{path}.{key} is not in values.schema.json"
+                walk(sub, node["properties"][key], f"{path}.{key}")
+
+    walk(values, schema, "")
+
+
+def test_dashboard_is_valid_json_with_unique_panel_ids() -> None:
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert all(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+
+
+async def test_helm_lint_strict_passes(helm: Helm) -> None:
+    done = await helm.run("lint", "--strict", CHART, "--kube-version", "1.35.4")
+    assert done.code == 0, done.out + done.err
