@@ -37,11 +37,10 @@ from rich.live import Live
 from rich.table import Table
 
 from controller.api.kinds import ALL_KINDS, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
-from controller.machinepool.setup import setup_machinepool_controller
+from controller.app import setup_controllers
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
-from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.events import EventRecorder
 from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, ResourceLike, RestMetrics
 from controller.runtime.logging import configure_logging
@@ -229,21 +228,17 @@ async def _run(
         contextlib.aclosing(KubeNodeRegistrar(management=kube))
     )
     simulator = await stack.enter_async_context(Simulator(registrar=registrar))
-    setup_machinepool_controller(
-        manager=manager, namespace=None, infra_kinds=[IN_MEMORY_MACHINE_POOL], recorder=recorder,
-        concurrency=10, reconcile_timeout=60, registry=registry,
-    )  # fmt: skip
-    setup_infrastructure_controller(
-        manager=manager, namespace=None, adapter=InMemoryPoolAdapter(), provider=simulator,
-        recorder=recorder, concurrency=10, reconcile_timeout=60, registry=registry,
-        busy_poll=0.5,
+    setup_controllers(
+        manager=manager, namespace=None, pools=True,
+        providers=[(InMemoryPoolAdapter(), simulator)], recorder=recorder, concurrency=10,
+        reconcile_timeout=60, busy_poll=0.5,
     )  # fmt: skip
     stopping = asyncio.Event()
     running = asyncio.create_task(manager.run(shutdown=stopping))
     try:
         await manager.controllers_started.wait()
         console.print(
-            "[green]controller running[/] (MachinePool + InMemoryMachinePool reconcilers)"
+            "[green]controller running[/] (MachinePool, Machine, InMemoryMachinePool reconcilers)"
         )
         applied = await apply_manifest(kube=kube, path=EXAMPLE, namespace=NAMESPACE, short=short)
         console.print(

@@ -34,7 +34,7 @@ FEATURE_GATES: Mapping[str, FeatureGate] = {
     "MachinePool": FeatureGate(default=True, stage="Beta", env="EXP_MACHINE_POOL"),
 }
 MACHINE_POOL_GATE = "MachinePool"
-#: The label ``--watch-filter`` selects on, as Cluster API controllers do.
+#: What ``--watch-filter`` accepts: a label value.
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 

@@ -215,7 +215,10 @@ class InfraPoolReconciler:
             ):
                 group = await self.provider.describe_group(name=group.name)
             plan = Plan(members=len(group.instances))
-            if not external_size:
+            # A MachinePool being deleted is taking its Machines down one by one: replacing
+            # them would launch instances nothing will ever drain or delete.
+            pool_deleting = bool(pool["metadata"].get("deletionTimestamp"))
+            if not external_size and not pool_deleting:
                 plan = self._plan(group, desired=desired, infra=infra)
                 group = await self._scale(group, plan=plan, infra=infra)
         except PermanentError as exc:

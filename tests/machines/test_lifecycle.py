@@ -249,3 +249,21 @@ async def test_a_machine_whose_node_never_appears_says_so_and_deletes_cleanly(en
 
     await until(all_gone, what="pool, Machines and instances gone", timeout=60)
     assert await env.nodes() == []
+
+
+async def test_deleting_the_pool_drains_and_removes_every_machine_and_node(env: Env) -> None:
+    await env.create_pool(replicas=3)
+    await _converge(env, 3)
+    await env.place_pods()
+    await env.kube.delete(MACHINE_POOL, namespace=env.namespace, name=env.pool)
+
+    async def all_gone() -> bool:
+        return not (
+            await env.machines()
+            or await env.infra_machines()
+            or env.instances()
+            or await env.nodes()
+        )
+
+    await until(all_gone, what="Machines, instances and Nodes gone", timeout=60, interval=0.2)
+    assert await env.pods_left() == {}, "pods were not evicted before their Nodes went"
