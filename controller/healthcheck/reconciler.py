@@ -28,7 +28,8 @@ For one health check key, reading only caches (Machines, Clusters, workload Node
 7. Status (``expectedMachines``, ``currentHealthy``, ``remediationsAllowed``, ``targets``,
    conditions, ``observedGeneration``) and Machine conditions are written with merge patches
    only when they change; Machine patches carry a resourceVersion precondition, so another
-   writer's newer conditions are never overwritten (a conflict is retried with backoff).
+   writer's newer conditions are never overwritten (a conflict is dropped: the newer
+   version's watch event reconciles the health check again).
 8. The result requeues for exactly the moment the earliest running timeout expires.
 
 Failure: API errors propagate (the controller retries with backoff); a malformed threshold is
@@ -262,7 +263,8 @@ class HealthCheckReconciler:
                 patch={"status": patch}, resource_version=meta["resourceVersion"],
             )  # fmt: skip
         except ApiError as exc:
-            if exc.not_found:
+            # Gone, or our cache is behind: the Machine's next watch event brings us back.
+            if exc.not_found or exc.conflict:
                 return
             raise
         if newly_marked:

@@ -31,7 +31,8 @@ Deletion, in order, each step recorded in the ``Deleting`` condition:
 
 Status writes carry a resourceVersion precondition: other writers (a MachineHealthCheck's
 ``HealthCheckSucceeded``/``OwnerRemediated``) set conditions in the same list, which a merge
-patch replaces whole, so a write from a stale cache fails with a conflict and is retried.
+patch replaces whole, so a write from a stale cache fails with a conflict instead of undoing
+theirs. The conflict is dropped: the newer version's watch event brings the Machine back.
 
 Failure: API errors propagate (the controller retries with backoff); a workload cluster that
 is not connected is waited for, within the timeouts above.
@@ -290,7 +291,8 @@ class MachineReconciler:
                 patch={"status": patch}, resource_version=meta.get("resourceVersion"),
             )  # fmt: skip
         except ApiError as exc:
-            if not exc.not_found:
+            # A conflict: our cache is behind; the newer version's watch event reconciles again.
+            if not (exc.not_found or exc.conflict):
                 raise
 
     # ----------------------------------------------------------- deletion

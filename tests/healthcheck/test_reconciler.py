@@ -47,6 +47,8 @@ class FakeKube:
     stores: dict[str, Informer]
     patches: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     version: int = 100
+    #: Names whose writes fail with 409, as when the cache holds an older version.
+    conflicts: set[str] = field(default_factory=set)
 
     async def merge_patch(
         self,
@@ -64,8 +66,9 @@ class FakeKube:
         current = copy.deepcopy(store.get(key))
         if current is None:
             raise ApiError(status=404, reason="NotFound", message=key)
-        if resource_version is not None and current["metadata"]["resourceVersion"] != (
-            resource_version
+        if name in self.conflicts or (
+            resource_version is not None
+            and current["metadata"]["resourceVersion"] != resource_version
         ):
             raise ApiError(status=409, reason="Conflict", message=key)
         self.patches.append((kind, name, patch))
@@ -317,3 +320,19 @@ async def test_a_deleted_health_check_forgets_its_metrics(world: World) -> None:
     world.mhcs.store.delete(f"{NS}/hc")
     await world.reconcile(at=2)
     assert world.sample("machinehealthcheck_machines", health="healthy") is None
+
+
+async def test_a_conflict_on_a_machine_is_left_to_its_next_event(world: World) -> None:
+    world.add_mhc()
+    world.add_machine("m1", node_ready="False")
+    world.kube.conflicts.add("m1")  # someone else wrote it; our cache is behind
+
+    assert await world.reconcile(at=100) is None
+    assert world.conditions("m1") == {}
+    assert world.sample("machinehealthcheck_remediations_total") is None, "not counted"
+    assert world.recorder.events == []
+
+    world.kube.conflicts.clear()  # the newer version's event brings us back
+    await world.reconcile(at=101)
+    assert world.conditions("m1")["OwnerRemediated"]["status"] == "False"
+    assert world.sample("machinehealthcheck_remediations_total") == 1

@@ -253,7 +253,7 @@ async def test_a_machine_whose_node_never_appears_says_so_and_deletes_cleanly(en
 
 async def test_deleting_the_pool_drains_and_removes_every_machine_and_node(env: Env) -> None:
     await env.create_pool(replicas=3)
-    await _converge(env, 3)
+    await converge(env, 3)
     await env.place_pods()
     await env.kube.delete(MACHINE_POOL, namespace=env.namespace, name=env.pool)
 
