@@ -27,6 +27,7 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client, config
 
+from controller.healthcheck.setup import setup_healthcheck_controller
 from controller.machinepool.setup import setup_machinepool_controller
 from controller.machines.setup import setup_machine_controller
 from controller.options import RunOptions, in_cluster_namespace
@@ -206,12 +207,15 @@ def setup_controllers(
     busy_poll: float = 2.0,
     steady_poll: float = 60.0,
     watch_filter: str | None = None,
+    health_checks: bool = True,
 ) -> None:
     """Every controller of the product on one manager: with ``pools``, the MachinePool and
-    Machine controllers for the infra kinds of ``providers``; and an infrastructure
-    controller for each provider given (``None``: the kind is known, reconciled elsewhere).
-    The one place tests, the demo and ``run`` compose the product. ``watch_filter`` is a
-    label selector every controller's informers share (``--watch-filter``)."""
+    Machine controllers for the infra kinds of ``providers`` (and, with ``health_checks``,
+    the MachineHealthCheck controller, which shares their workload cluster connections); and
+    an infrastructure controller for each provider given (``None``: the kind is known,
+    reconciled elsewhere). The one place tests, the demo and ``run`` compose the product.
+    ``watch_filter`` is a label selector every controller's informers share
+    (``--watch-filter``)."""
     infra_kinds = [adapter.kind for adapter, _ in providers]
     machine_kinds = [a.machine_kind for a, _ in providers if a.machine_kind is not None]
     if pools:
@@ -237,6 +241,17 @@ def setup_controllers(
             registry=manager.registry,
             watch_filter=watch_filter,
         )
+        if health_checks:
+            setup_healthcheck_controller(
+                manager=manager,
+                namespace=namespace,
+                workloads=pool_controller.workloads,
+                recorder=recorder,
+                concurrency=concurrency,
+                reconcile_timeout=reconcile_timeout,
+                registry=manager.registry,
+                watch_filter=watch_filter,
+            )
     for adapter, provider in providers:
         if provider is None:
             continue

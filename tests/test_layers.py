@@ -24,6 +24,8 @@ FORBIDDEN = {
                                "controller.app"],
     "controller.machines": ["controller.machinepool", "controller.providers", "controller.cli",
                             "controller.app"],
+    "controller.healthcheck": ["controller.machinepool", "controller.machines",
+                               "controller.providers", "controller.cli", "controller.app"],
 }  # fmt: skip
 
 

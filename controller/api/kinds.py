@@ -26,6 +26,7 @@ __all__ = [
     "IN_MEMORY_MACHINE",
     "IN_MEMORY_MACHINE_POOL",
     "MACHINE",
+    "MACHINE_HEALTH_CHECK",
     "MACHINE_POOL",
     "Kind",
 ]
@@ -92,6 +93,13 @@ CLUSTER = Kind(
     plural="clusters",
     short_names=("cl",),
 )
+MACHINE_HEALTH_CHECK = Kind(
+    group=CORE_GROUP,
+    version="v1beta2",
+    kind="MachineHealthCheck",
+    plural="machinehealthchecks",
+    short_names=("mhc", "mhcs"),
+)
 IN_MEMORY_MACHINE_POOL = Kind(
     group=INFRASTRUCTURE_GROUP,
     version="v1alpha1",
@@ -127,4 +135,5 @@ ALL_KINDS: tuple[Kind, ...] = (
     IN_MEMORY_MACHINE,
     AWS_MACHINE_POOL,
     AWS_MACHINE,
+    MACHINE_HEALTH_CHECK,
 )

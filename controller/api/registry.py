@@ -12,6 +12,7 @@ from __future__ import annotations
 from controller.api.apiobject import ApiObject
 from controller.api.aws import AWSMachine, AWSMachinePool
 from controller.api.cluster import Cluster
+from controller.api.healthcheck import MachineHealthCheck
 from controller.api.inmemory import InMemoryMachine, InMemoryMachinePool
 from controller.api.kinds import Kind
 from controller.api.machine import Machine
@@ -27,6 +28,7 @@ ALL_MODELS: tuple[type[ApiObject], ...] = (
     InMemoryMachine,
     AWSMachinePool,
     AWSMachine,
+    MachineHealthCheck,
 )
 
 _BY_KIND: dict[Kind, type[ApiObject]] = {model.KIND: model for model in ALL_MODELS}

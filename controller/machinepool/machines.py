@@ -16,6 +16,10 @@ Deletions, each recorded in the ``machinepool.cluster.x-k8s.io/delete-reason`` a
   so a crash in between can leave the count one too high (the pool then replaces the
   machine), never lowered twice;
 - a Machine whose infra machine is gone (the instance vanished) is deleted (``InstanceGone``);
+- a Machine a MachineHealthCheck marked for remediation (``HealthCheckSucceeded=False`` and
+  ``OwnerRemediated=False``, :mod:`controller.healthcheck`) is deleted (``Remediation``):
+  drained and removed by the Machine controller while ``spec.replicas`` stays, so the group
+  launches its replacement at once;
 - a deleted MachinePool deletes its Machines (``PoolDeleted``) and waits for them.
 
 Counters: ``readyReplicas``, ``availableReplicas`` and ``upToDateReplicas`` count the
@@ -78,6 +82,23 @@ def _true(obj: Obj, type_: str) -> bool:
     return False
 
 
+def _reason(obj: Obj, type_: str) -> str:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return str(cond.get("reason") or "")
+    return ""
+
+
+def _remediation_requested(machine: Obj) -> bool:
+    """A health check marked the Machine unhealthy and asks its owner to remediate it."""
+    found = {
+        c.get("type"): c.get("status")
+        for c in (machine.get("status") or {}).get("conditions") or []
+        if c.get("type") in ("HealthCheckSucceeded", "OwnerRemediated")
+    }
+    return found == {"HealthCheckSucceeded": "False", "OwnerRemediated": "False"}
+
+
 def _deleting(obj: Obj) -> bool:
     return bool(obj["metadata"].get("deletionTimestamp"))
 
@@ -120,6 +141,12 @@ async def reconcile_machines(*, scope: PoolScope, machines: PoolMachines) -> Non
             await _delete(scope=scope, kube=machines.kube, machine=machine, reason="InstanceGone")
             scope.event("Normal", "MachineDeleted",
                         f"deleted Machine {name}: its instance is gone")  # fmt: skip
+        elif _remediation_requested(machine):
+            await _delete(scope=scope, kube=machines.kube, machine=machine, reason="Remediation")
+            scope.event("Normal", "MachineRemediated",
+                        f"deleting unhealthy Machine {name} "
+                        f"({_reason(machine, 'HealthCheckSucceeded')}); it is drained and "
+                        "replaced")  # fmt: skip
 
     secret = (
         scope.spec_patch.get("template", {})

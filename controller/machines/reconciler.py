@@ -29,6 +29,11 @@ Deletion, in order, each step recorded in the ``Deleting`` condition:
    ``spec.deletion.nodeDeletionTimeoutSeconds`` (default 10) with a Warning Event;
 4. remove the finalizer.
 
+Status writes carry a resourceVersion precondition: other writers (a MachineHealthCheck's
+``HealthCheckSucceeded``/``OwnerRemediated``) set conditions in the same list, which a merge
+patch replaces whole, so a write from a stale cache fails with a conflict instead of undoing
+theirs. The conflict is dropped: the newer version's watch event brings the Machine back.
+
 Failure: API errors propagate (the controller retries with backoff); a workload cluster that
 is not connected is waited for, within the timeouts above.
 """
@@ -283,10 +288,11 @@ class MachineReconciler:
         try:
             await self.kube.merge_patch(
                 MACHINE, namespace=meta["namespace"], name=meta["name"], subresource="status",
-                patch={"status": patch},
+                patch={"status": patch}, resource_version=meta.get("resourceVersion"),
             )  # fmt: skip
         except ApiError as exc:
-            if not exc.not_found:
+            # A conflict: our cache is behind; the newer version's watch event reconciles again.
+            if not (exc.not_found or exc.conflict):
                 raise
 
     # ----------------------------------------------------------- deletion

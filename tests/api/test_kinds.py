@@ -59,7 +59,7 @@ def test_core_group_api_version_has_no_slash() -> None:
 
 
 def test_descriptors_are_hashable_values() -> None:
-    assert len(set(ALL_KINDS)) == len(ALL_KINDS) == 7
+    assert len(set(ALL_KINDS)) == len(ALL_KINDS) == 8
     assert {MACHINE_POOL: 1}[
         Kind("cluster.x-k8s.io", "v1beta2", "MachinePool", "machinepools", short_names=("mp",))
     ] == 1

@@ -15,7 +15,7 @@ from tests.chart.helm import CHART, MONITORING, ROOT, Helm, find
 from tests.chart.test_render import ALL_FEATURES
 
 _PREFIXES = ("controller_runtime_", "workqueue_", "rest_client_", "leader_election_",
-             "machinepool_")  # fmt: skip
+             "machinepool_", "machinehealthcheck_")  # fmt: skip
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 _PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
                  "unless", "bool", "offset"}  # fmt: skip
