@@ -3,8 +3,9 @@
 Semantics follow controller-runtime:
 
 - Keys come from watches (:meth:`Controller.watch` maps informer events to keys). A key from
-  a real change is queued at high priority; keys from an informer's initial list and from
-  resyncs at low priority, so a person's edit overtakes a cold-start backlog.
+  a real change is queued at high priority; keys from an informer's initial list, from
+  resyncs and from status-only progress (:func:`event_priority`) at low priority, so a
+  person's edit overtakes a cold-start backlog at every hop.
 - ``concurrency`` workers take keys; the queue guarantees one key is never reconciled by two
   workers at once.
 - The reconciler returns a :class:`Result`: done (``Result()``: the key's backoff is reset),
@@ -163,6 +164,31 @@ def controller_metrics(registry: CollectorRegistry) -> ControllerMetrics:
 KeyMapper = Callable[[InformerEvent], Iterable[str]]
 
 
+#: Metadata whose change is a person's (or another controller's) intent, not progress.
+_INTENT_METADATA = ("labels", "annotations", "deletionTimestamp", "finalizers", "ownerReferences")
+
+
+def event_priority(event: InformerEvent) -> int:
+    """Low for what is not news: the initial list, resyncs, and *progress* — a MODIFIED that
+    changed only status (``metadata.generation`` unchanged, and no label, annotation,
+    finalizer, owner or deletion change), which is what the controllers' own writes produce
+    while a fleet converges. High for everything else, so a spec change, a pause or a
+    deletion overtakes a backlog at every hop of a chain of controllers. Objects without a
+    generation (Nodes) always count as news."""
+    if event.initial or event.type == "SYNC":
+        return LOW_PRIORITY
+    if event.type != "MODIFIED" or event.old is None:
+        return HIGH_PRIORITY
+    old = event.old.get("metadata") or {}
+    new = event.obj.get("metadata") or {}
+    generation = new.get("generation")
+    if generation is None or old.get("generation") != generation:
+        return HIGH_PRIORITY
+    if any(old.get(name) != new.get(name) for name in _INTENT_METADATA):
+        return HIGH_PRIORITY
+    return LOW_PRIORITY
+
+
 class Controller:
     """Runs one reconciler over its work queue; see the module docstring."""
 
@@ -201,7 +227,7 @@ class Controller:
         """Queue the keys ``mapper`` returns for each of ``informer``'s events."""
 
         def handle(event: InformerEvent) -> None:
-            priority = LOW_PRIORITY if event.initial or event.type == "SYNC" else HIGH_PRIORITY
+            priority = event_priority(event)
             for key in mapper(event):
                 self.queue.add(key, priority=priority)
 
