@@ -67,9 +67,9 @@ async def test_controller_killed_mid_scale_converges_without_duplicates(
     await _setup(kube, control_plane, namespace, replicas=2)
     async with spawned(
         "simulator", "--listen", f"127.0.0.1:{sim_port}", "--state-file", str(state),
-        "--kubeconfig", kubeconfig,
+        "--kubeconfig", kubeconfig, log=tmp_path / "simulator.log",
     ):  # fmt: skip
-        async with spawned(*run_args) as first:
+        async with spawned(*run_args, log=tmp_path / "first.log") as first:
             await until(lambda: converged(2), timeout=60, what="2 replicas Running")
             await kube.merge_patch(
                 MACHINE_POOL, namespace=namespace, name="p1", subresource="scale",
@@ -82,7 +82,7 @@ async def test_controller_killed_mid_scale_converges_without_duplicates(
             await until(scaling, timeout=30, what="the scale-out to reach the cloud")
             os.killpg(first.pid, signal.SIGKILL)
             await first.wait()
-        async with spawned(*run_args):
+        async with spawned(*run_args, log=tmp_path / "second.log"):
             await until(lambda: converged(6), timeout=90, what="6 replicas after the restart")
             cloud = await _group(sim_port, group)
             live = [i for i in cloud["instances"] if i["state"] in ("pending", "running")]

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 import pytest
@@ -21,22 +22,33 @@ from controller.testing.waiting import until
 CLI = [sys.executable, "-m", "controller"]
 
 
-async def _spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *CLI,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,
-    )
+async def _spawn(
+    *args: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> asyncio.subprocess.Process:
+    # A long-running controller logs without end: into a file, never into a pipe nobody
+    # reads (a full pipe blocks its event loop, and then it cannot even handle SIGTERM).
+    out: int | IO[bytes] = asyncio.subprocess.PIPE
+    if log is not None:
+        out = log.open("ab")
+    try:
+        return await asyncio.create_subprocess_exec(
+            *CLI,
+            *args,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT if log is not None else asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    finally:
+        if not isinstance(out, int):
+            out.close()
 
 
 @contextlib.asynccontextmanager
 async def spawned(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, log: Path | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    proc = await _spawn(*args, env=env)
+    proc = await _spawn(*args, env=env, log=log)
     try:
         yield proc
     finally:
@@ -104,7 +116,7 @@ async def _leader_status(port: int) -> float | None:
 
 
 async def test_two_replicas_elect_one_leader_and_hand_over_when_it_dies(
-    kubeconfig_path: str, namespace: str
+    kubeconfig_path: str, namespace: str, tmp_path: Path
 ) -> None:
     ports = [(free_port(), free_port()) for _ in range(2)]
 
@@ -119,7 +131,10 @@ async def test_two_replicas_elect_one_leader_and_hand_over_when_it_dies(
             "--health-probe-bind-address", f"127.0.0.1:{health}",
         ]  # fmt: skip
 
-    async with spawned(*args(0)) as first, spawned(*args(1)) as second:
+    async with (
+        spawned(*args(0), log=tmp_path / "first.log") as first,
+        spawned(*args(1), log=tmp_path / "second.log") as second,
+    ):
         procs = [first, second]
         statuses: list[float | None] = [None, None]
 
@@ -145,12 +160,16 @@ async def test_two_replicas_elect_one_leader_and_hand_over_when_it_dies(
         assert handover < 3 + 1.5  # lease duration + retry jitter and a scrape interval
 
 
-async def test_sigterm_exits_cleanly_and_a_second_signal_at_once(kubeconfig_path: str) -> None:
+async def test_sigterm_exits_cleanly_and_a_second_signal_at_once(
+    kubeconfig_path: str, tmp_path: Path
+) -> None:
     metrics, health = free_port(), free_port()
+    log = tmp_path / "run.log"
     async with spawned(
         "run", "--kubeconfig", kubeconfig_path,
         "--metrics-bind-address", f"127.0.0.1:{metrics}",
         "--health-probe-bind-address", f"127.0.0.1:{health}",
+        log=log,
     ) as proc:  # fmt: skip
 
         async def ready() -> bool:
@@ -165,7 +184,11 @@ async def test_sigterm_exits_cleanly_and_a_second_signal_at_once(kubeconfig_path
 
         await until(ready, timeout=30, what="readyz")
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        try:
+            code = await asyncio.wait_for(proc.wait(), 45)  # within the 30 s grace period
+        except TimeoutError:
+            raise AssertionError(log.read_text()[-3000:]) from None
+        assert code == 0
 
 
 @pytest.mark.usefixtures("control_plane")
