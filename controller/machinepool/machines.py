@@ -46,6 +46,7 @@ from controller.api.labels import (
 )
 from controller.machinepool.infrastructure import replicas_managed_externally
 from controller.machinepool.scope import PoolScope
+from controller.runtime import conditions
 from controller.runtime.conditions import Cond
 from controller.runtime.informer import Informer
 from controller.runtime.kube import ApiError, KubeClient
@@ -76,10 +77,7 @@ class PoolMachines:
 
 
 def _true(obj: Obj, type_: str) -> bool:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return bool(cond.get("status") == "True")
-    return False
+    return conditions.is_true((obj.get("status") or {}).get("conditions"), type_)
 
 
 def _reason(obj: Obj, type_: str) -> str:

@@ -83,10 +83,8 @@ def stamp(when: datetime) -> str:
 
 
 def condition(obj: Obj | None, type_: str) -> dict[str, Any] | None:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return dict(cond)
-    return None
+    """The condition ``type_`` of ``obj``'s status, if it has one."""
+    return conditions.get(((obj or {}).get("status") or {}).get("conditions") or [], type_)
 
 
 def is_pool_machine(machine: Obj) -> bool:

@@ -61,13 +61,6 @@ def _inherited(infra: Obj) -> dict[str, str]:
     return {WATCH_FILTER_LABEL: labels[WATCH_FILTER_LABEL]} if WATCH_FILTER_LABEL in labels else {}
 
 
-def _condition_true(obj: Obj | None, type_: str) -> bool:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return bool(cond.get("status") == "True")
-    return False
-
-
 def _stamp(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -113,12 +106,13 @@ class InfraMachines:
                 or (machine and machine["metadata"].get("deletionTimestamp"))
             )
             annotations = (machine or {}).get("metadata", {}).get("annotations") or {}
+            machine_conditions = ((machine or {}).get("status") or {}).get("conditions")
             result.append(
                 Member(
                     instance=instance,
                     going=going,
                     marked=DELETE_MACHINE_ANNOTATION in annotations,
-                    ready=_condition_true(machine, "Ready"),
+                    ready=conditions.is_true(machine_conditions, "Ready"),
                 )
             )
         return result
