@@ -48,6 +48,7 @@ from controller.machinepool.infrastructure import replicas_managed_externally
 from controller.machinepool.scope import PoolScope
 from controller.runtime import conditions
 from controller.runtime.conditions import Cond
+from controller.runtime.deletion import delete_with_annotations
 from controller.runtime.informer import Informer
 from controller.runtime.kube import ApiError, KubeClient
 from controller.runtime.store import CONTROLLER_OWNER_INDEX, Obj
@@ -136,11 +137,11 @@ async def reconcile_machines(*, scope: PoolScope, machines: PoolMachines) -> Non
             if DELETE_REASON_ANNOTATION not in (machine["metadata"].get("annotations") or {}):
                 await _account_deletion(scope=scope, kube=machines.kube, machine=machine)
         elif name not in infra_machines:
-            await _delete(scope=scope, kube=machines.kube, machine=machine, reason="InstanceGone")
+            await _delete(kube=machines.kube, machine=machine, reason="InstanceGone")
             scope.event("Normal", "MachineDeleted",
                         f"deleted Machine {name}: its instance is gone")  # fmt: skip
         elif _remediation_requested(machine):
-            await _delete(scope=scope, kube=machines.kube, machine=machine, reason="Remediation")
+            await _delete(kube=machines.kube, machine=machine, reason="Remediation")
             scope.event("Normal", "MachineRemediated",
                         f"deleting unhealthy Machine {name} "
                         f"({_reason(machine, 'HealthCheckSucceeded')}); it is drained and "
@@ -184,7 +185,7 @@ async def delete_pool_machines(*, scope: PoolScope, machines: PoolMachines) -> l
         if _deleting(machine):
             scope.deleting_machines.append(_deletion_note(name, machine))
         else:
-            await _delete(scope=scope, kube=machines.kube, machine=machine, reason="PoolDeleted")
+            await _delete(kube=machines.kube, machine=machine, reason="PoolDeleted")
     return sorted(owned)
 
 
@@ -212,18 +213,10 @@ async def _account_deletion(*, scope: PoolScope, kube: KubeClient, machine: Obj)
     )
 
 
-async def _delete(*, scope: PoolScope, kube: KubeClient, machine: Obj, reason: str) -> None:
-    meta = machine["metadata"]
-    try:
-        await kube.merge_patch(
-            MACHINE, namespace=meta["namespace"], name=meta["name"],
-            patch={"metadata": {"annotations": {DELETE_REASON_ANNOTATION: reason}}},
-            resource_version=meta["resourceVersion"],
-        )  # fmt: skip
-        await kube.delete(MACHINE, namespace=meta["namespace"], name=meta["name"])
-    except ApiError as exc:
-        if not exc.not_found:
-            raise
+async def _delete(*, kube: KubeClient, machine: Obj, reason: str) -> None:
+    await delete_with_annotations(
+        kube=kube, resource=MACHINE, obj=machine, annotations={DELETE_REASON_ANNOTATION: reason}
+    )
 
 
 async def _create(*, scope: PoolScope, kube: KubeClient, infra_machine: Obj, secret: str) -> None:

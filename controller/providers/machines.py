@@ -23,13 +23,12 @@ on our own writes are absorbed, since the next reconcile sees the truth.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from controller.api.kinds import MACHINE_POOL, Kind
+from controller.api.kinds import Kind
 from controller.api.labels import (
     CLUSTER_NAME_LABEL,
     DELETE_MACHINE_ANNOTATION,
@@ -315,36 +314,7 @@ class InfraMachines:
                 raise
 
 
-async def delete_machine(
-    *, kube: KubeClient, machine_kind: Kind, machine: Obj, reason: str
-) -> None:
-    """Delete a Machine for ``reason`` (recorded first, so the MachinePool side does not
-    mistake it for a person's deletion and lower ``spec.replicas``)."""
-    meta = machine["metadata"]
-    annotations: Mapping[str, str] = meta.get("annotations") or {}
-    try:
-        if annotations.get(DELETE_REASON_ANNOTATION) != reason:
-            await kube.merge_patch(
-                machine_kind, namespace=meta["namespace"], name=meta["name"],
-                patch={"metadata": {"annotations": {DELETE_REASON_ANNOTATION: reason}}},
-                resource_version=meta["resourceVersion"],
-            )  # fmt: skip
-        await kube.delete(machine_kind, namespace=meta["namespace"], name=meta["name"])
-    except ApiError as exc:
-        if not exc.not_found:
-            raise
-
-
-def is_pool_owned(machine: Obj) -> bool:
-    return any(
-        r.get("kind") == MACHINE_POOL.kind and r.get("controller")
-        for r in machine["metadata"].get("ownerReferences") or []
-    )
-
-
 __all__ = [
     "INFRA_MACHINE_FINALIZER",
     "InfraMachines",
-    "delete_machine",
-    "is_pool_owned",
 ]

@@ -46,6 +46,7 @@ import structlog
 
 from controller.api.kinds import MACHINE, MACHINE_POOL, Kind
 from controller.api.labels import (
+    DELETE_REASON_ANNOTATION,
     PAUSED_ANNOTATION,
     REPLICAS_MANAGED_BY_ANNOTATION,
     machine_name,
@@ -59,7 +60,7 @@ from controller.providers.base import (
     RetryableError,
 )
 from controller.providers.capacity import publish_capacity
-from controller.providers.machines import InfraMachines, delete_machine
+from controller.providers.machines import InfraMachines
 from controller.providers.scaling import (
     Member,
     Plan,
@@ -70,6 +71,7 @@ from controller.providers.scaling import (
 from controller.runtime import conditions
 from controller.runtime.conditions import Cond
 from controller.runtime.controller import ReconcileError, Result
+from controller.runtime.deletion import delete_with_annotations
 from controller.runtime.events import EventRecorder
 from controller.runtime.finalizers import add_finalizer, remove_finalizer
 from controller.runtime.informer import Informer
@@ -328,9 +330,10 @@ class InfraPoolReconciler:
             if machine is not None:
                 _log.info("removing machine", machine=machine["metadata"]["name"],
                           reason=removal.reason)  # fmt: skip
-                await delete_machine(
-                    kube=self.kube, machine_kind=MACHINE, machine=machine, reason=removal.reason
-                )
+                await delete_with_annotations(
+                    kube=self.kube, resource=MACHINE, obj=machine,
+                    annotations={DELETE_REASON_ANNOTATION: removal.reason},
+                )  # fmt: skip
             else:
                 await self.provider.delete_instance(
                     name=group.name, instance_id=instance.instance_id, shrink=True
