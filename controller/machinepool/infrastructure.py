@@ -13,6 +13,9 @@ With ``cluster.x-k8s.io/replicas-managed-by`` set, an external autoscaler owns t
 size: the provider's ``status.replicas`` is copied back to ``spec.replicas`` instead of ours
 being pushed.
 
+The infra pool's ``spec.minSize``, where its kind has one, is the floor below which a deleted
+Machine does not lower ``spec.replicas`` (:func:`infrastructure_minimum`).
+
 Failure: a missing infra object or an unknown infra kind sets ``InfrastructureReady=False``
 with a reason and a Warning Event, and leaves ``providerIDList`` as it was.
 """
@@ -30,6 +33,17 @@ REPLICAS_MANAGED_BY = "cluster.x-k8s.io/replicas-managed-by"
 def replicas_managed_externally(scope: PoolScope) -> bool:
     value = (scope.obj["metadata"].get("annotations") or {}).get(REPLICAS_MANAGED_BY)
     return value is not None and value.lower() != "false"
+
+
+def infrastructure_minimum(scope: PoolScope) -> int:
+    """The smallest size the infra pool allows: its ``spec.minSize`` (AWSMachinePool,
+    InMemoryMachinePool) when that is a non-negative integer, else 0. Kinds without such a
+    field (Azure, GCP) have no floor the MachinePool must respect."""
+    spec = ((scope.infra or {}).get("spec")) or {}
+    value = spec.get("minSize")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return 0
+    return value
 
 
 async def reconcile_infrastructure(*, scope: PoolScope, external: ExternalObjects) -> bool:

@@ -12,9 +12,10 @@ Deletions, each recorded in the ``machinepool.cluster.x-k8s.io/delete-reason`` a
 
 - a Machine deleted by someone else (a person, a health check) is accounted once: the
   annotation becomes ``Deleted`` and ``spec.replicas`` drops by one (not under
-  replicas-managed-by, where the autoscaler owns the count). The annotation is written first,
-  so a crash in between can leave the count one too high (the pool then replaces the
-  machine), never lowered twice;
+  replicas-managed-by, where the autoscaler owns the count, and not below the infra pool's
+  ``spec.minSize``: at the minimum the machine is replaced, with a ``MachineReplaced``
+  Event). The annotation is written first, so a crash in between can leave the count one too
+  high (the pool then replaces the machine), never lowered twice;
 - a Machine whose infra machine is gone (the instance vanished) is deleted (``InstanceGone``);
 - a Machine a MachineHealthCheck marked for remediation (``HealthCheckSucceeded=False`` and
   ``OwnerRemediated=False``, :mod:`controller.healthcheck`) is deleted (``Remediation``):
@@ -44,7 +45,10 @@ from controller.api.labels import (
     WATCH_FILTER_LABEL,
     pool_label_value,
 )
-from controller.machinepool.infrastructure import replicas_managed_externally
+from controller.machinepool.infrastructure import (
+    infrastructure_minimum,
+    replicas_managed_externally,
+)
 from controller.machinepool.scope import PoolScope
 from controller.runtime import conditions
 from controller.runtime.conditions import Cond
@@ -204,6 +208,17 @@ async def _account_deletion(*, scope: PoolScope, kube: KubeClient, machine: Obj)
     if replicas_managed_externally(scope):
         return
     desired = scope.desired_replicas
+    floor = infrastructure_minimum(scope)
+    if desired > 0 and desired - 1 < floor:
+        # The group cannot shrink below its minimum: the instance is replaced instead (the
+        # infra provider deletes it without shrinking), and the count stays in range.
+        scope.event(
+            "Normal",
+            "MachineReplaced",
+            f"Machine {meta['name']} was deleted while the pool is at its infrastructure "
+            f"minimum size ({floor}): spec.replicas stays {desired} and the machine is replaced",
+        )
+        return
     if desired > 0:
         scope.spec_patch["replicas"] = desired - 1
     scope.event(

@@ -12,7 +12,9 @@ current template (the ``UpToDate`` condition). The core MachinePool controller m
 Deletion goes one way only, so nothing is orphaned:
 
 - an infra machine being deleted (its Machine's deletion path got there, after the drain)
-  has its instance deleted with the group shrunk by one, then loses the finalizer;
+  has its instance deleted with the group shrunk by one, then loses the finalizer; at the
+  group's minimum size the group is not shrunk (the cloud would refuse) and replaces the
+  instance instead;
 - an infra machine whose instance is gone (the cloud lost it, a person terminated it) is
   deleted and loses the finalizer; the Machine side then cleans up its Machine and Node.
 
@@ -136,9 +138,11 @@ class InfraMachines:
         pool: Obj,
         group: GroupStatus,
         provider: InstanceGroupProvider,
+        min_size: int,
     ) -> bool:
         """Create, update and retire infra machines; True when an instance was deleted (the
-        caller describes the group again)."""
+        caller describes the group again). An instance is deleted with the group shrunk by
+        one while the group is above ``min_size``; at the minimum the cloud replaces it."""
         namespace = str(infra["metadata"]["namespace"])
         pool_name = str(infra["metadata"]["name"])
         existing = self.of(infra)
@@ -148,6 +152,7 @@ class InfraMachines:
             if i.state != "terminating"
         }
         deleted_instance = False
+        capacity = group.desired_capacity
         for name, obj in existing.items():
             instance = instances.get(name)
             deleting = bool(obj["metadata"].get("deletionTimestamp"))
@@ -155,11 +160,13 @@ class InfraMachines:
                 await self._update(obj, instance=instance, group=group)
                 continue
             if instance is not None and deleting:
+                shrink = capacity > min_size
                 _log.info("deleting instance of a deleted machine", machine=name,
-                          instance=instance.instance_id)  # fmt: skip
+                          instance=instance.instance_id, shrink=shrink)  # fmt: skip
                 await provider.delete_instance(
-                    name=group.name, instance_id=instance.instance_id, shrink=True
+                    name=group.name, instance_id=instance.instance_id, shrink=shrink
                 )
+                capacity -= 1 if shrink else 0
                 deleted_instance = True
             elif not deleting:
                 _log.info("instance gone; deleting its machine", machine=name)

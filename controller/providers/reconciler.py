@@ -215,7 +215,7 @@ class InfraPoolReconciler:
                 spec=self.adapter.group_spec(infra=infra, pool=pool)
             )
             if self.machines is not None and await self.machines.sync(
-                infra=infra, pool=pool, group=group, provider=self.provider
+                infra=infra, pool=pool, group=group, provider=self.provider, min_size=low
             ):
                 group = await self.provider.describe_group(name=group.name)
             plan = Plan(members=len(group.instances))

@@ -22,7 +22,7 @@ from kubernetes_asyncio import client
 from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE, MACHINE_POOL
 from controller.api.labels import DELETE_MACHINE_ANNOTATION
 from controller.runtime.informer import Informer, InformerEvent
-from controller.runtime.kube import NODES, ApiError
+from controller.runtime.kube import NODES, ApiError, Resource
 from controller.runtime.store import Obj
 from controller.testing import ControlPlane
 from controller.testing.scenario import machine_pool_body
@@ -35,12 +35,14 @@ async def env(
     control_plane: ControlPlane, api_client: client.ApiClient, namespace: str
 ) -> AsyncIterator[Env]:
     async with running_product(
-        control_plane=control_plane, api_client=api_client, namespace=namespace
+        control_plane=control_plane, api_client=api_client, namespace=namespace, events=True
     ) as environment:
         yield environment
 
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+EVENTS = Resource(group="", version="v1", plural="events", kind="Event")
 
 
 async def test_deleting_one_machine_drains_it_and_shrinks_the_pool(env: Env) -> None:
@@ -72,6 +74,35 @@ async def test_deleting_a_machine_twice_lowers_replicas_once(env: Env) -> None:
         await env.kube.delete(MACHINE, namespace=env.namespace, name=name)
     await converge(env, 2)
     assert (await env.pool_obj())["spec"]["replicas"] == 2
+
+
+async def test_deleting_a_machine_at_the_minimum_size_replaces_it(env: Env) -> None:
+    # The group cannot shrink below minSize: the Machine goes (drained, Node deleted), the
+    # count stays, and the cloud launches a replacement; nothing waits forever.
+    await env.create_pool(replicas=2, minSize=2)
+    await converge(env, 2)
+    await env.place_pods()
+    victim = env.instances()[0]
+    machine = await env.machine_for(victim.provider_id)
+    name = machine["metadata"]["name"]
+
+    await env.kube.delete(MACHINE, namespace=env.namespace, name=name)
+
+    async def replaced() -> bool:
+        ids = {i.provider_id for i in env.instances()}
+        return victim.provider_id not in ids and await env.converged(2)
+
+    try:
+        await until(replaced, what="the victim replaced", timeout=60, interval=0.2)
+    except TimeoutError:
+        raise AssertionError(await env.consistency_problems(replicas=2)) from None
+    assert (await env.pool_obj())["spec"]["replicas"] == 2
+    assert victim.provider_id not in (await env.pods_left()).values()
+    events = (await env.kube.list(EVENTS, namespace=env.namespace))["items"]
+    replaced_events = [e for e in events if e.get("reason") == "MachineReplaced"]
+    assert len(replaced_events) == 1, [e.get("reason") for e in events]
+    assert name in replaced_events[0]["message"]
+    assert not [e for e in events if e.get("reason") == "MachineDeleted"]
 
 
 async def test_scale_in_takes_the_marked_machine_then_the_oldest(env: Env) -> None:
