@@ -79,6 +79,7 @@ def setup_healthcheck_controller(
         concurrency=concurrency,
         reconcile_timeout=reconcile_timeout,
         registry=registry,
+        urgency=manager.urgency,
     )
 
     def of_cluster(cluster_key: str) -> list[str]:

@@ -139,7 +139,7 @@ def setup_machinepool_controller(
     def on_node(cluster: ClusterKey, event: InformerEvent) -> None:
         if controller_box:
             for key in _pools_for_node(pools, cluster, event.obj):
-                controller_box[0].enqueue(key)
+                controller_box[0].enqueue(key, event=event, kind="Node")
 
     workloads = WorkloadClusters(on_node_event=on_node, rest_metrics=rest_metrics_for(registry))
     secrets.add_handler(workloads.handle_secret_event)
@@ -160,6 +160,7 @@ def setup_machinepool_controller(
         concurrency=concurrency,
         reconcile_timeout=reconcile_timeout,
         registry=registry,
+        urgency=manager.urgency,
     )
     controller_box.append(controller)
     controller.watch(pools, lambda e: [e.key])

@@ -79,6 +79,7 @@ def setup_machine_controller(
         concurrency=concurrency,
         reconcile_timeout=reconcile_timeout,
         registry=registry,
+        urgency=manager.urgency,
     )
     controller.watch(machines, lambda e: [e.key])
     controller.watch(
@@ -96,7 +97,7 @@ def setup_machine_controller(
         for machine in machines.store.by_index(
             name=PROVIDER_ID_INDEX, value=f"{cluster.namespace}/{provider_id}"
         ):
-            controller.enqueue(_key(machine))
+            controller.enqueue(_key(machine), event=event, kind="Node")
 
     workloads.add_node_handler(on_node)
     manager.add_controller(controller)

@@ -72,6 +72,7 @@ def setup_infrastructure_controller(
         concurrency=concurrency,
         reconcile_timeout=reconcile_timeout,
         registry=registry,
+        urgency=manager.urgency,
     )
 
     def from_pool(event: InformerEvent) -> list[str]:

@@ -4,8 +4,11 @@ Semantics follow controller-runtime:
 
 - Keys come from watches (:meth:`Controller.watch` maps informer events to keys). A key from
   a real change is queued at high priority; keys from an informer's initial list, from
-  resyncs and from status-only progress (:func:`event_priority`) at low priority, so a
-  person's edit overtakes a cold-start backlog at every hop.
+  resyncs and from status-only progress (:func:`event_priority`) at low priority. With an
+  :class:`~controller.runtime.urgency.Urgency` (the manager's controllers share one), a
+  person's spec change and the chain of work it sets off go above both
+  (:data:`~controller.runtime.urgency.URGENT_PRIORITY`), so the change overtakes a
+  cold-start backlog at every hop.
 - ``concurrency`` workers take keys; the queue guarantees one key is never reconciled by two
   workers at once.
 - The reconciler returns a :class:`Result`: done (``Result()``: the key's backoff is reset),
@@ -51,6 +54,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import ApiError
 from controller.runtime.metrics import REGISTRY
+from controller.runtime.urgency import URGENT_PRIORITY, Urgency, UrgentKeys
 from controller.runtime.workqueue import (
     HIGH_PRIORITY,
     LOW_PRIORITY,
@@ -201,6 +205,7 @@ class Controller:
         reconcile_timeout: float = 60.0,
         registry: CollectorRegistry = REGISTRY,
         clock: Clock | None = None,
+        urgency: Urgency | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -217,21 +222,45 @@ class Controller:
         self._metrics.init(controller=name, concurrency=concurrency)
         self._workers: list[asyncio.Task[None]] = []
         self._log = _log.bind(controller=name)
+        self._urgent = UrgentKeys(urgency=urgency) if urgency is not None else None
 
     # ------------------------------------------------------------- inputs
 
-    def enqueue(self, key: str, *, priority: int = HIGH_PRIORITY) -> None:
-        self.queue.add(key, priority=priority)
+    def enqueue(
+        self,
+        key: str,
+        *,
+        priority: int = HIGH_PRIORITY,
+        event: InformerEvent | None = None,
+        kind: str | None = None,
+    ) -> None:
+        """Queue ``key``; with the ``event`` (of a ``kind``) that caused it, urgency applies
+        as for watched events."""
+        marks = False
+        if event is not None and self._urgent is not None:
+            marks = self._urgent.urgency.marks(event, kind=kind or str(event.obj.get("kind", "")))
+        self._add(key, priority=priority, marks=marks)
 
     def watch(self, informer: Informer, mapper: KeyMapper) -> None:
         """Queue the keys ``mapper`` returns for each of ``informer``'s events."""
+        kind = informer.resource.kind
 
         def handle(event: InformerEvent) -> None:
             priority = event_priority(event)
+            marks = self._urgent is not None and self._urgent.urgency.marks(event, kind=kind)
             for key in mapper(event):
-                self.queue.add(key, priority=priority)
+                self._add(key, priority=priority, marks=marks)
 
         informer.add_handler(handle)
+
+    def _add(self, key: str, *, priority: int, marks: bool) -> None:
+        urgent = self._urgent
+        if urgent is not None:
+            if marks:
+                urgent.mark(key)
+            if key in urgent:
+                priority = URGENT_PRIORITY
+        self.queue.add(key, priority=priority)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -286,9 +315,16 @@ class Controller:
         with structlog.contextvars.bound_contextvars(
             controller=name, key=key, reconcile_id=reconcile_id
         ):
+            urgent = self._urgent is not None and (
+                priority == URGENT_PRIORITY or key in self._urgent
+            )
             try:
                 async with asyncio.timeout(self.reconcile_timeout) as deadline:
-                    result = await self.reconciler.reconcile(key)
+                    if self._urgent is not None:
+                        with self._urgent.urgency.reconciling(urgent=urgent):
+                            result = await self.reconciler.reconcile(key)
+                    else:
+                        result = await self.reconciler.reconcile(key)
             except TerminalError as exc:
                 metrics.errors.labels(name).inc()
                 metrics.terminal.labels(name).inc()
@@ -319,7 +355,11 @@ class Controller:
                 if result.requeue_after is not None and result.requeue_after > 0:
                     metrics.total.labels(name, "requeue_after").inc()
                     self.queue.forget(key)
-                    self.queue.add_after(key, result.requeue_after, priority=LOW_PRIORITY)
+                    # A poll is bulk work, unless the key is still urgent.
+                    again = (
+                        URGENT_PRIORITY if self._urgent and key in self._urgent else LOW_PRIORITY
+                    )
+                    self.queue.add_after(key, result.requeue_after, priority=again)
                 elif result.requeue:
                     metrics.total.labels(name, "requeue").inc()
                     self.queue.add_rate_limited(key, priority=priority)

@@ -32,6 +32,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
 from controller.runtime.metrics import REGISTRY
+from controller.runtime.urgency import note_write
 
 Obj = dict[str, Any]
 
@@ -324,6 +325,8 @@ class KubeClient:
     ) -> Obj:
         """Create ``body`` (``apiVersion`` and ``kind`` default to ``resource``'s)."""
         body = {"apiVersion": resource.api_version, "kind": resource.kind, **body}
+        note_write(kind=resource.kind, namespace=namespace,
+                   name=str((body.get("metadata") or {}).get("name") or ""))  # fmt: skip
         return await self.request(
             method="POST",
             path=resource_path(resource, namespace=namespace),
@@ -347,6 +350,7 @@ class KubeClient:
                 **patch,
                 "metadata": {**patch.get("metadata", {}), "resourceVersion": resource_version},
             }
+        note_write(kind=resource.kind, namespace=namespace, name=name)
         return await self.request(
             method="PATCH",
             path=resource_path(resource, namespace=namespace, name=name, subresource=subresource),
@@ -364,6 +368,7 @@ class KubeClient:
         namespace: str | None = None,
         subresource: str | None = None,
     ) -> Obj:
+        note_write(kind=resource.kind, namespace=namespace, name=name)
         return await self.request(
             method="PATCH",
             path=resource_path(resource, namespace=namespace, name=name, subresource=subresource),
@@ -389,6 +394,7 @@ class KubeClient:
         manager applies is its whole intent, and fields it applied before but omits now are
         removed, so give each partial intent (a finalizer, say) a manager of its own.
         """
+        note_write(kind=resource.kind, namespace=namespace, name=name)
         return await self.request(
             method="PATCH",
             path=resource_path(resource, namespace=namespace, name=name, subresource=subresource),
@@ -411,6 +417,7 @@ class KubeClient:
             body["preconditions"] = {"uid": uid}
         if propagation:
             body["propagationPolicy"] = propagation
+        note_write(kind=resource.kind, namespace=namespace, name=name)
         return await self.request(
             method="DELETE", path=resource_path(resource, namespace=namespace, name=name), body=body
         )

@@ -34,6 +34,7 @@ from controller.runtime.kube import KubeClient, ResourceLike, resource_name
 from controller.runtime.leaderelection import LeaderElector
 from controller.runtime.metrics import REGISTRY
 from controller.runtime.server import ProbeServer
+from controller.runtime.urgency import Urgency
 
 _log = structlog.get_logger(__name__)
 
@@ -74,6 +75,8 @@ class Manager:
         self.registry = registry
         self._informers: dict[tuple[ResourceLike, str | None, str | None], Informer] = {}
         self._controllers: list[Controller] = []
+        #: Shared by the controllers: a person's change and its chain go first (see urgency).
+        self.urgency = Urgency()
         self._runnables: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self.probes = ProbeServer(
             metrics_address=self.options.metrics_address,
