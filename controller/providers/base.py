@@ -31,6 +31,16 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 InstanceState = Literal["pending", "running", "failed", "terminating"]
+#: Cluster API's ``MachineAddress`` types.
+AddressType = Literal["Hostname", "ExternalIP", "InternalIP", "ExternalDNS", "InternalDNS"]
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One network address of an instance (Cluster API's ``MachineAddress``)."""
+
+    type: AddressType
+    address: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,8 @@ class Instance:
     #: The template version the instance was launched from.
     version: str
     launched_at: datetime
+    #: The instance's addresses, when the provider knows them (empty otherwise).
+    addresses: tuple[Address, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

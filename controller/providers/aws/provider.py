@@ -29,6 +29,11 @@ read. Scale-out is ``SetDesiredCapacity``; scale-in is
 ``TerminateInstanceInAutoScalingGroup(ShouldDecrementDesiredCapacity=true)`` on the
 instance the reconciler chose. Provider IDs are ``aws:///<zone>/<instance-id>``.
 
+Instances: state from the group, launch time, template version and addresses from the
+one ``DescribeInstances`` each new instance costs (:class:`~.describe.InstanceDetails`).
+Addresses follow CAPA: ``InternalIP`` (private IP), ``InternalDNS`` (private DNS name),
+``ExternalIP`` (public IP), ``ExternalDNS`` (public DNS name), each only when non-empty.
+
 Deletion: ``DeleteAutoScalingGroup(ForceDelete=true)``; while AWS reports the delete in
 progress a :class:`~controller.providers.base.RetryableError` asks to come back; once the
 group is gone, ``DeleteLaunchTemplate``. A group or template already gone is success.
@@ -57,6 +62,8 @@ from controller.providers.aws.launchtemplate import (
     template_data,
 )
 from controller.providers.base import (
+    Address,
+    AddressType,
     GroupNotFoundError,
     GroupSpec,
     GroupStatus,
@@ -106,6 +113,19 @@ def _state(lifecycle: str, health: str) -> InstanceState:
     if lifecycle.startswith(("Terminat", "Detach")):
         return "terminating"
     return "pending"
+
+
+def _addresses(found: Ec2Instance | None) -> tuple[Address, ...]:
+    """CAPA's ``AWSMachine.status.addresses``: the EC2 addresses that are set."""
+    if found is None:
+        return ()
+    pairs: tuple[tuple[AddressType, str | None], ...] = (
+        ("InternalIP", found.private_ip),
+        ("InternalDNS", found.private_dns),
+        ("ExternalIP", found.public_ip),
+        ("ExternalDNS", found.public_dns),
+    )
+    return tuple(Address(type=kind, address=value) for kind, value in pairs if value)
 
 
 def _not_found(exc: PermanentError) -> bool:
@@ -570,6 +590,7 @@ class AwsProvider:
                     ),
                     version=version,
                     launched_at=launched,
+                    addresses=_addresses(found),
                 )
             )
         return GroupStatus(

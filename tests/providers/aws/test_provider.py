@@ -396,3 +396,37 @@ async def test_cooldown_and_warmup_are_applied_once(aws: AwsProvider, proxy: Fau
     proxy.reset_counts()
     await aws.ensure_group(spec=wanted)
     assert proxy.record.calls["UpdateAutoScalingGroup"] == 0, dict(proxy.record.calls)
+
+
+async def test_instances_carry_their_ec2_addresses_without_extra_calls(
+    aws: AwsProvider, proxy: FaultProxy
+) -> None:
+    await aws.ensure_group(spec=spec())
+    await aws.set_capacity(name="ns-p1", desired=2)
+    proxy.reset_counts()
+    status = await aws.describe_group(name="ns-p1")
+    assert proxy.record.calls["DescribeInstances"] == 1  # one batch for both new instances
+    ids = [i.instance_id for i in status.instances]
+    described = await ec2(aws, "DescribeInstances", InstanceIds=ids)
+    ec2_by_id = {
+        inst["InstanceId"]: inst for r in described["Reservations"] for inst in r["Instances"]
+    }
+    for instance in status.instances:
+        found = ec2_by_id[instance.instance_id]
+        wanted = [
+            (kind, found.get(field))
+            for kind, field in (
+                ("InternalIP", "PrivateIpAddress"),
+                ("InternalDNS", "PrivateDnsName"),
+                ("ExternalIP", "PublicIpAddress"),
+                ("ExternalDNS", "PublicDnsName"),
+            )
+            if found.get(field)
+        ]
+        assert [(a.type, a.address) for a in instance.addresses] == wanted
+        assert {"InternalIP", "InternalDNS"} <= {a.type for a in instance.addresses}
+    proxy.reset_counts()
+    again = await aws.describe_group(name="ns-p1")
+    assert [i.addresses for i in again.instances] == [i.addresses for i in status.instances]
+    assert proxy.record.calls["DescribeInstances"] == 0  # served from memory
+
