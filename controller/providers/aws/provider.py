@@ -16,8 +16,10 @@ Calls, per :meth:`AwsProvider.ensure_group`:
   then sets it), else ``UpdateAutoScalingGroup`` only when min/max, subnets or zones,
   capacity rebalance, cooldown, or the launch template / mixed instances policy differ
   (never the desired capacity);
-- ``CreateOrUpdateTags`` for missing or changed group tags (tags are added and updated,
-  never removed: we cannot tell ours from other writers' without more state);
+- ``CreateOrUpdateTags`` for missing or changed group tags, and ``DeleteTags`` for the tags
+  of ``GroupSpec.applied_tag_keys`` (what the caller applied last time) that the spec no
+  longer has and the group still carries; a tag we never applied (one a person added) is
+  never removed;
 - ``SuspendProcesses``/``ResumeProcesses`` to match ``suspendProcesses``;
 - lifecycle hooks converged with ``PutLifecycleHook``/``DeleteLifecycleHook`` (looked up
   with ``DescribeLifecycleHooks`` only when the wanted hooks differ from what this process
@@ -464,12 +466,22 @@ class AwsProvider:
     async def _tags(self, spec: GroupSpec, group: Obj) -> bool:
         have = {t["Key"]: t.get("Value") for t in group.get("Tags") or []}
         missing = {k: v for k, v in spec.tags.items() if have.get(k) != v}
-        if not missing:
-            return False
-        await self.api.call(
-            "autoscaling", "CreateOrUpdateTags", Tags=self._tag_params(spec.name, missing)
-        )
-        return True
+        removed = sorted(k for k in spec.applied_tag_keys if k not in spec.tags and k in have)
+        if missing:
+            await self.api.call(
+                "autoscaling", "CreateOrUpdateTags", Tags=self._tag_params(spec.name, missing)
+            )
+        if removed:
+            _log.info("removing tags dropped from the spec", group=spec.name, keys=removed)
+            await self.api.call(
+                "autoscaling",
+                "DeleteTags",
+                Tags=[
+                    {"ResourceId": spec.name, "ResourceType": "auto-scaling-group", "Key": key}
+                    for key in removed
+                ],
+            )
+        return bool(missing or removed)
 
     async def _processes(self, spec: GroupSpec, group: Obj) -> bool:
         want = set(_tmpl(spec).get("suspendProcesses") or [])

@@ -430,3 +430,45 @@ async def test_instances_carry_their_ec2_addresses_without_extra_calls(
     assert [i.addresses for i in again.instances] == [i.addresses for i in status.instances]
     assert proxy.record.calls["DescribeInstances"] == 0  # served from memory
 
+
+async def test_tags_dropped_from_the_spec_are_removed_and_no_others(
+    aws: AwsProvider, proxy: FaultProxy
+) -> None:
+    base = spec()
+    first = dataclasses.replace(base, tags={**base.tags, "team": "blue", "env": "dev"})
+    await aws.ensure_group(spec=first)
+    # Someone adds a tag of their own by hand.
+    await asg(
+        aws, "CreateOrUpdateTags",
+        Tags=[{"ResourceId": "ns-p1", "ResourceType": "auto-scaling-group", "Key": "by-hand",
+               "Value": "x", "PropagateAtLaunch": False}],
+    )  # fmt: skip
+    aws.groups.invalidate("ns-p1")
+
+    # "env" leaves the spec; the caller says it applied "team" and "env" last time (and,
+    # wrongly, the ownership tag and the hand-made one: both are still not removed, the first
+    # because the spec still has it).
+    proxy.reset_counts()
+    second = dataclasses.replace(
+        base,
+        tags={**base.tags, "team": "blue"},
+        applied_tag_keys=frozenset({"team", "env", "kubernetes.io/cluster/c1"}),
+    )
+    await aws.ensure_group(spec=second)
+    assert proxy.record.calls["DeleteTags"] == 1
+    assert proxy.record.calls["CreateOrUpdateTags"] == 0
+    group = (await asg(aws, "DescribeAutoScalingGroups", AutoScalingGroupNames=["ns-p1"]))[
+        "AutoScalingGroups"
+    ][0]
+    assert {t["Key"]: t["Value"] for t in group["Tags"]} == {
+        "kubernetes.io/cluster/c1": "owned",
+        "Name": "p1",
+        "team": "blue",
+        "by-hand": "x",
+    }
+
+    # Converged: the remembered key that is already gone costs no call.
+    proxy.reset_counts()
+    await aws.ensure_group(spec=second)
+    assert proxy.record.calls["DeleteTags"] == 0
+    assert proxy.record.calls["CreateOrUpdateTags"] == 0
