@@ -535,10 +535,18 @@ async def test_a_tag_removed_from_additional_tags_leaves_the_group(env: Env) -> 
     )  # fmt: skip
 
     async def untagged() -> bool:
-        return "env" not in _tags(await env.group("tags"))
+        annotations = (await env.infra("tags"))["metadata"].get("annotations") or {}
+        return (
+            "env" not in _tags(await env.group("tags"))
+            # The record follows once the reconcile that removed it has succeeded.
+            and annotations.get(LAST_APPLIED_TAGS_ANNOTATION)
+            == '{"cost-center":"42","team":"platform"}'
+        )
 
-    await until(untagged, timeout=30, what="env removed from the group")
-    assert env.proxy.record.calls["DeleteTags"] == 1
+    await until(untagged, timeout=30, what="env removed from the group and the record")
+    # Usually once; a reconcile working from a cache that has not seen the new record yet
+    # may repeat the (idempotent) call, so the exact count is not asserted.
+    assert env.proxy.record.calls["DeleteTags"] >= 1
     tags = _tags(await env.group("tags"))
     assert tags == {
         "sigs.k8s.io/cluster-api-provider-aws/cluster/c1": "owned",
@@ -549,8 +557,6 @@ async def test_a_tag_removed_from_additional_tags_leaves_the_group(env: Env) -> 
         "cost-center": "42",
         "by-hand": "x",
     }
-    annotations = (await env.infra("tags"))["metadata"]["annotations"]
-    assert annotations[LAST_APPLIED_TAGS_ANNOTATION] == '{"cost-center":"42","team":"platform"}'
 
 
 async def test_a_tag_removed_while_the_controller_was_down_is_removed_after_restart(
