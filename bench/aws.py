@@ -60,6 +60,7 @@ WRITES = frozenset(
         "SetDesiredCapacity",
         "TerminateInstanceInAutoScalingGroup",
         "CreateOrUpdateTags",
+        "DeleteTags",
         "SuspendProcesses",
         "ResumeProcesses",
         "PutLifecycleHook",

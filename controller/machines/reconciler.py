@@ -6,7 +6,9 @@ this process watches are handled; other Machines belong to other controllers and
 touched.
 
 Status (written only when it changes): ``status.nodeRef``, ``status.nodeInfo``,
-``status.addresses``, ``status.initialization.infrastructureProvisioned``, ``phase``
+``status.addresses`` (the infra machine's ``status.addresses``, as Cluster API copies them;
+the Node's addresses only while the infra machine reports none),
+``status.initialization.infrastructureProvisioned``, ``phase``
 (``Provisioning`` → ``Provisioned`` → ``Running``, ``Deleting``), and the conditions
 ``InfrastructureReady`` (the infra machine's instance runs), ``NodeReady`` and
 ``NodeHealthy`` (the Node's Ready condition; ``NodeNotFound`` while it has not appeared),
@@ -70,6 +72,18 @@ DEFAULT_NODE_DELETION_TIMEOUT = 10
 DRAIN_POLL = 5.0
 
 _log = structlog.get_logger(__name__)
+
+
+_ADDRESS_TYPES = frozenset({"Hostname", "ExternalIP", "InternalIP", "ExternalDNS", "InternalDNS"})
+
+
+def _addresses(obj: Obj | None) -> list[dict[str, str]]:
+    """``status.addresses`` of an infra machine or a Node, as Machine addresses."""
+    return [
+        {"type": str(a["type"]), "address": str(a["address"])}
+        for a in ((obj or {}).get("status") or {}).get("addresses") or []
+        if a.get("type") in _ADDRESS_TYPES and a.get("address")
+    ]
 
 
 def parse_time(value: object) -> datetime | None:
@@ -188,6 +202,10 @@ class MachineReconciler:
             set_("InfrastructureReady", False, "Provisioning",
                  f"waiting for {infra.get('kind')} {infra['metadata']['name']}")  # fmt: skip
 
+        # As Cluster API: the infra machine's addresses; the Node's only when it has none.
+        infra_addresses = _addresses(infra)
+        if infra_addresses:
+            status["addresses"] = infra_addresses
         node = self._node(machine, workload)
         node_ready_since: datetime | None = None
         if node is not None:
@@ -196,14 +214,10 @@ class MachineReconciler:
             info = (node.get("status") or {}).get("nodeInfo")
             if info:
                 status["nodeInfo"] = info
-            addresses = [
-                {"type": a["type"], "address": a["address"]}
-                for a in (node.get("status") or {}).get("addresses") or []
-                if a.get("type") in ("Hostname", "ExternalIP", "InternalIP", "ExternalDNS",
-                                     "InternalDNS") and a.get("address")
-            ]  # fmt: skip
-            if addresses:
-                status["addresses"] = addresses
+            if not infra_addresses:
+                addresses = _addresses(node)
+                if addresses:
+                    status["addresses"] = addresses
             ready = condition(node, "Ready")
             if ready and ready.get("status") == "True":
                 node_ready_since = parse_time(ready.get("lastTransitionTime")) or now

@@ -13,6 +13,9 @@ Semantics every implementation keeps:
   one in the same call, so the cloud never picks a victim or replaces it;
   ``shrink=False`` lets the group replace it.
 - ``delete_group`` succeeds when the group is already gone.
+- Tags: ``ensure_group`` sets every tag of ``GroupSpec.tags`` and removes exactly the tags of
+  ``GroupSpec.applied_tag_keys`` that ``tags`` no longer has (providers that replace a
+  group's tags wholesale, like the in-memory simulator, may ignore ``applied_tag_keys``).
 - Calls are safe to retry after any error.
 
 Errors: :class:`RetryableError` (a transient failure; ``retry_after`` when the cloud said how
@@ -31,6 +34,16 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 InstanceState = Literal["pending", "running", "failed", "terminating"]
+#: Cluster API's ``MachineAddress`` types.
+AddressType = Literal["Hostname", "ExternalIP", "InternalIP", "ExternalDNS", "InternalDNS"]
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One network address of an instance (Cluster API's ``MachineAddress``)."""
+
+    type: AddressType
+    address: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +57,8 @@ class Instance:
     #: The template version the instance was launched from.
     version: str
     launched_at: datetime
+    #: The instance's addresses, when the provider knows them (empty otherwise).
+    addresses: tuple[Address, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +79,10 @@ class GroupSpec:
     #: The bootstrap data (user data) instances boot with.
     bootstrap_data: bytes = b""
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: Keys of the tags the caller applied to the group last time (it remembers them across
+    #: restarts). Those no longer in ``tags`` are removed from the group; a tag not among
+    #: them (one someone else added) is never removed.
+    applied_tag_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,10 @@ For each instance that is not terminating there is exactly one infra machine, na
 :func:`controller.api.labels.machine_name`, owned (controller) by the infra pool, labelled
 with the pool-name and cluster-name labels, created with our finalizer and
 ``spec.providerID``/``spec.instanceID``. Its status says whether the instance runs
-(``ready``, ``initialization.provisioned``) and whether it was launched from the group's
-current template (the ``UpToDate`` condition). The core MachinePool controller makes a
-``Machine`` for each one.
+(``ready``, ``initialization.provisioned``), its ``addresses`` when the provider reports
+any (a Machine copies them, as in Cluster API; none reported leaves the field as it was), and
+whether it was launched from the group's current template (the ``UpToDate`` condition).
+The core MachinePool controller makes a ``Machine`` for each one.
 
 Deletion goes one way only, so nothing is orphaned:
 
@@ -216,12 +217,17 @@ class InfraMachines:
             ),
             generation=generation,
         )
-        return {
+        status: Obj = {
             "ready": running,
             "initialization": {"provisioned": running},
             "failureDomain": instance.zone,
             "conditions": conds,
         }
+        if instance.addresses:
+            status["addresses"] = [
+                {"type": a.type, "address": a.address} for a in instance.addresses
+            ]
+        return status
 
     async def _create(
         self,
@@ -279,8 +285,9 @@ class InfraMachines:
         current = obj.get("status") or {}
         wanted = copy.deepcopy(current)
         fresh = self._status(instance=instance, group=group, generation=meta.get("generation"))
-        for key in ("ready", "initialization", "failureDomain"):
-            wanted[key] = fresh[key]
+        for key in ("ready", "initialization", "failureDomain", "addresses"):
+            if key in fresh:
+                wanted[key] = fresh[key]
         conds = list(current.get("conditions") or [])
         for cond in fresh["conditions"]:
             conds = conditions.set_v1beta2(

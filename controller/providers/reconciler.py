@@ -8,7 +8,10 @@ For one infra pool (an InMemoryMachinePool, an AWSMachinePool, ...) it:
 2. adds its finalizer, and on deletion deletes the cloud group, then drops the finalizer;
 3. checks ``minSize <= replicas <= maxSize`` *before* any cloud call — a clash is the
    ``Ready=False`` condition with reason ``ReplicasOutOfRange``, not a cloud error;
-4. makes sure the group exists with the wanted shape (:meth:`ensure_group`) and keeps one
+4. makes sure the group exists with the wanted shape (:meth:`ensure_group`; an adapter with
+   ``remembered_annotations`` records on the infra pool what that call applies, before it
+   and again after it succeeded, so the record survives restarts: AWS keeps its
+   last-applied tags there to remove the ones dropped from the spec) and keeps one
    infra machine per instance (:mod:`.machines`; the core controller makes a Machine for
    each), then follows :func:`.scaling.plan_scaling`: launches by raising the capacity with
    ``set_capacity``; removes the instances it picks (``cluster.x-k8s.io/delete-machine``
@@ -211,9 +214,11 @@ class InfraPoolReconciler:
             return Result()
 
         try:
+            await self._remember(infra, applied=False)
             group = await self.provider.ensure_group(
                 spec=self.adapter.group_spec(infra=infra, pool=pool)
             )
+            await self._remember(infra, applied=True)
             if self.machines is not None and await self.machines.sync(
                 infra=infra, pool=pool, group=group, provider=self.provider, min_size=low
             ):
@@ -356,6 +361,25 @@ class InfraPoolReconciler:
             MACHINE_POOL, namespace=meta["namespace"], name=meta["name"],
             patch={"spec": {"replicas": wanted}},
         )  # fmt: skip
+
+    async def _remember(self, infra: Obj, *, applied: bool) -> None:
+        """Optional adapter hook: annotations that record on the infra pool what
+        ``ensure_group`` applies (AWS: the last-applied tags), written before the call
+        (``applied=False``) and after it succeeded (``applied=True``), only when they differ."""
+        hook = getattr(self.adapter, "remembered_annotations", None)
+        if hook is None:
+            return
+        wanted: dict[str, str] = hook(infra=infra, applied=applied)
+        meta = infra["metadata"]
+        annotations = meta["annotations"] = dict(meta.get("annotations") or {})
+        changed = {k: v for k, v in wanted.items() if annotations.get(k) != v}
+        if not changed:
+            return
+        await self.kube.merge_patch(
+            self.adapter.kind, namespace=meta["namespace"], name=meta["name"],
+            patch={"metadata": {"annotations": changed}},
+        )  # fmt: skip
+        annotations.update(changed)
 
     @staticmethod
     def _paused(infra: Obj, pool: Obj, cluster: Obj | None) -> bool:

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE, MACHINE_POOL
+from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, MACHINE, MACHINE_POOL
 from controller.api.labels import DELETE_MACHINE_ANNOTATION
 from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import NODES, ApiError, Resource
@@ -298,3 +298,29 @@ async def test_deleting_the_pool_drains_and_removes_every_machine_and_node(env: 
 
     await until(all_gone, what="Machines, instances and Nodes gone", timeout=60, interval=0.2)
     assert await env.pods_left() == {}, "pods were not evicted before their Nodes went"
+
+
+async def test_machine_addresses_come_from_the_infra_machine_else_from_the_node(
+    env: Env,
+) -> None:
+    await env.create_pool(replicas=1)
+    await converge(env, 1)
+    [instance] = env.instances()
+    [node] = [n for n in await env.nodes() if n["spec"]["providerID"] == instance.provider_id]
+    wanted: list[dict[str, str]] = node["status"]["addresses"]
+
+    async def machine_has_wanted() -> bool:
+        machine = await env.machine_for(instance.provider_id)
+        return bool((machine.get("status") or {}).get("addresses") == wanted)
+
+    # The simulator's infra machines report no addresses: the Node's stand in.
+    await until(machine_has_wanted, timeout=10, what="the Node's addresses")
+    # An infra machine that reports addresses (as an AWSMachine does) wins, as in Cluster API.
+    machine = await env.machine_for(instance.provider_id)
+    wanted = [{"type": "InternalIP", "address": "192.0.2.7"}]
+    await env.kube.merge_patch(
+        IN_MEMORY_MACHINE, namespace=env.namespace,
+        name=machine["spec"]["infrastructureRef"]["name"], subresource="status",
+        patch={"status": {"addresses": wanted}},
+    )  # fmt: skip
+    await until(machine_has_wanted, timeout=10, what="the infra machine's addresses")

@@ -25,6 +25,19 @@ Tags (on the group, the launch template, instances and volumes): the cluster own
 ``sigs.k8s.io/cluster-api-provider-aws/cluster/<cluster>=owned`` and
 ``kubernetes.io/cluster/<cluster>=owned``, ``sigs.k8s.io/cluster-api-provider-aws/role=node``,
 ``Name=<pool>``, then ``additionalTags`` (which win).
+
+Removing a tag from ``additionalTags`` removes it from the group, as CAPA does: the
+``additionalTags`` applied last are recorded on the AWSMachinePool in CAPA's annotation
+``sigs.k8s.io/cluster-api-provider-aws-last-applied-tags`` (a JSON object, CAPA's format, so
+either controller can take over from the other), and the next ``ensure_group`` deletes the
+recorded keys the spec no longer has (``GroupSpec.applied_tag_keys``). The record lives in
+the API server, so a tag removed while the controller was down is still removed after a
+restart. The generic reconciler writes it through :meth:`AwsPoolAdapter.remembered_annotations`
+twice around ``ensure_group``: before, the union of the record and the tags about to be
+applied (a crash in between cannot forget a tag that reached the group); after success,
+exactly the tags applied. Tags never recorded there (the ownership tags, ``Name``, tags a
+person added to the group) are never deleted; a pool that has no record yet (made before
+this existed) removes nothing until its first record is written.
 """
 
 from __future__ import annotations
@@ -42,7 +55,10 @@ from controller.providers.aws.provider import PROCESSES
 from controller.providers.base import GroupSpec, GroupStatus, PermanentError
 from controller.runtime.informer import Informer
 
-__all__ = ["AwsPoolAdapter", "parse_duration_seconds"]
+__all__ = ["LAST_APPLIED_TAGS_ANNOTATION", "AwsPoolAdapter", "parse_duration_seconds"]
+
+#: CAPA's record of the ``additionalTags`` it applied to the group (a JSON object).
+LAST_APPLIED_TAGS_ANNOTATION = "sigs.k8s.io/cluster-api-provider-aws-last-applied-tags"
 
 Obj = dict[str, Any]
 
@@ -71,6 +87,30 @@ def parse_duration_seconds(value: str | int | float) -> int:
     return int(total)
 
 
+def _additional_tags(infra: Obj) -> dict[str, str]:
+    spec = infra.get("spec") or {}
+    return {str(k): str(v) for k, v in (spec.get("additionalTags") or {}).items()}
+
+
+def _last_applied_tags(infra: Obj) -> dict[str, str] | None:
+    """The recorded ``additionalTags``; None when there is no record (or it is unreadable)."""
+    raw = (infra["metadata"].get("annotations") or {}).get(LAST_APPLIED_TAGS_ANNOTATION)
+    if raw is None:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    return {str(k): str(v) for k, v in parsed.items()}
+
+
+def _tags_record(tags: dict[str, str]) -> str:
+    # Go's json.Marshal of a map, as CAPA writes it: sorted keys, no spaces.
+    return json.dumps(tags, sort_keys=True, separators=(",", ":"))
+
+
 def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -95,6 +135,20 @@ class AwsPoolAdapter:
         if known is None:
             return {}
         return {"launchTemplateID": known.id, "launchTemplateVersion": str(known.latest)}
+
+    def remembered_annotations(self, *, infra: Obj, applied: bool) -> dict[str, str]:
+        """The last-applied-tags record to write on the pool around ``ensure_group``.
+
+        ``applied=False`` (before the call): the record plus the tags about to be applied;
+        ``applied=True`` (after it succeeded): exactly the applied ``additionalTags``. Empty
+        when there is nothing to record.
+        """
+        current = _additional_tags(infra)
+        recorded = _last_applied_tags(infra)
+        if recorded is None and not current:
+            return {}
+        wanted = current if applied else {**(recorded or {}), **current}
+        return {LAST_APPLIED_TAGS_ANNOTATION: _tags_record(wanted)}
 
     def group_name(self, *, infra: Obj) -> str:
         meta = infra["metadata"]
@@ -140,7 +194,7 @@ class AwsPoolAdapter:
             f"kubernetes.io/cluster/{cluster}": "owned",
             "sigs.k8s.io/cluster-api-provider-aws/role": "node",
             "Name": str(meta["name"]),
-            **{str(k): str(v) for k, v in (spec.get("additionalTags") or {}).items()},
+            **_additional_tags(infra),
         }
         low, high = self.size_bounds(infra=infra)
         return GroupSpec(
@@ -153,6 +207,7 @@ class AwsPoolAdapter:
             zones=tuple(spec.get("availabilityZones") or ()),
             bootstrap_data=self._bootstrap_data(pool),
             tags=tags,
+            applied_tag_keys=frozenset(_last_applied_tags(infra) or ()),
         )
 
     def delete_policy(self, *, infra: Obj) -> str:

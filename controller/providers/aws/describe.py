@@ -19,10 +19,13 @@ Invariants:
 Failure: a failed call fails every waiter of that batch with the same typed error; nothing
 is cached from it, so the next read tries again.
 
-:class:`InstanceDetails` does the same for ``ec2:DescribeInstances`` (launch time, addresses,
-our template-version tag), which the Auto Scaling API does not report. An instance's details
-do not change for its life, so each instance is described once (batched, up to 200 IDs a
-call), then served from memory until :meth:`InstanceDetails.retain` drops it.
+:class:`InstanceDetails` does the same for ``ec2:DescribeInstances`` (launch time, private
+and public addresses, our template-version tag), which the Auto Scaling API does not report.
+An instance's details do not change for its life, so each instance is described once
+(batched, up to 200 IDs a call), then served from memory until
+:meth:`InstanceDetails.retain` drops it. (EC2 assigns the private address and DNS name at
+launch; a public address EC2 attaches after that one look, or an Elastic IP associated
+later, is not seen.)
 """
 
 from __future__ import annotations
@@ -196,6 +199,8 @@ class Ec2Instance:
     private_ip: str | None
     private_dns: str | None
     tags: dict[str, str]
+    public_ip: str | None = None
+    public_dns: str | None = None
 
 
 class InstanceDetails:
@@ -290,6 +295,8 @@ class InstanceDetails:
                         private_ip=inst.get("PrivateIpAddress"),
                         private_dns=inst.get("PrivateDnsName"),
                         tags={t["Key"]: t["Value"] for t in inst.get("Tags") or []},
+                        public_ip=inst.get("PublicIpAddress"),
+                        public_dns=inst.get("PublicDnsName"),
                     )
             token = page.get("NextToken")
             if not token:

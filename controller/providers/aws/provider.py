@@ -16,8 +16,10 @@ Calls, per :meth:`AwsProvider.ensure_group`:
   then sets it), else ``UpdateAutoScalingGroup`` only when min/max, subnets or zones,
   capacity rebalance, cooldown, or the launch template / mixed instances policy differ
   (never the desired capacity);
-- ``CreateOrUpdateTags`` for missing or changed group tags (tags are added and updated,
-  never removed: we cannot tell ours from other writers' without more state);
+- ``CreateOrUpdateTags`` for missing or changed group tags, and ``DeleteTags`` for the tags
+  of ``GroupSpec.applied_tag_keys`` (what the caller applied last time) that the spec no
+  longer has and the group still carries; a tag we never applied (one a person added) is
+  never removed;
 - ``SuspendProcesses``/``ResumeProcesses`` to match ``suspendProcesses``;
 - lifecycle hooks converged with ``PutLifecycleHook``/``DeleteLifecycleHook`` (looked up
   with ``DescribeLifecycleHooks`` only when the wanted hooks differ from what this process
@@ -28,6 +30,11 @@ So a converged pool costs no write and, apart from its share of the batched desc
 read. Scale-out is ``SetDesiredCapacity``; scale-in is
 ``TerminateInstanceInAutoScalingGroup(ShouldDecrementDesiredCapacity=true)`` on the
 instance the reconciler chose. Provider IDs are ``aws:///<zone>/<instance-id>``.
+
+Instances: state from the group, launch time, template version and addresses from the
+one ``DescribeInstances`` each new instance costs (:class:`~.describe.InstanceDetails`).
+Addresses follow CAPA: ``InternalIP`` (private IP), ``InternalDNS`` (private DNS name),
+``ExternalIP`` (public IP), ``ExternalDNS`` (public DNS name), each only when non-empty.
 
 Deletion: ``DeleteAutoScalingGroup(ForceDelete=true)``; while AWS reports the delete in
 progress a :class:`~controller.providers.base.RetryableError` asks to come back; once the
@@ -57,6 +64,8 @@ from controller.providers.aws.launchtemplate import (
     template_data,
 )
 from controller.providers.base import (
+    Address,
+    AddressType,
     GroupNotFoundError,
     GroupSpec,
     GroupStatus,
@@ -106,6 +115,19 @@ def _state(lifecycle: str, health: str) -> InstanceState:
     if lifecycle.startswith(("Terminat", "Detach")):
         return "terminating"
     return "pending"
+
+
+def _addresses(found: Ec2Instance | None) -> tuple[Address, ...]:
+    """CAPA's ``AWSMachine.status.addresses``: the EC2 addresses that are set."""
+    if found is None:
+        return ()
+    pairs: tuple[tuple[AddressType, str | None], ...] = (
+        ("InternalIP", found.private_ip),
+        ("InternalDNS", found.private_dns),
+        ("ExternalIP", found.public_ip),
+        ("ExternalDNS", found.public_dns),
+    )
+    return tuple(Address(type=kind, address=value) for kind, value in pairs if value)
 
 
 def _not_found(exc: PermanentError) -> bool:
@@ -444,12 +466,22 @@ class AwsProvider:
     async def _tags(self, spec: GroupSpec, group: Obj) -> bool:
         have = {t["Key"]: t.get("Value") for t in group.get("Tags") or []}
         missing = {k: v for k, v in spec.tags.items() if have.get(k) != v}
-        if not missing:
-            return False
-        await self.api.call(
-            "autoscaling", "CreateOrUpdateTags", Tags=self._tag_params(spec.name, missing)
-        )
-        return True
+        removed = sorted(k for k in spec.applied_tag_keys if k not in spec.tags and k in have)
+        if missing:
+            await self.api.call(
+                "autoscaling", "CreateOrUpdateTags", Tags=self._tag_params(spec.name, missing)
+            )
+        if removed:
+            _log.info("removing tags dropped from the spec", group=spec.name, keys=removed)
+            await self.api.call(
+                "autoscaling",
+                "DeleteTags",
+                Tags=[
+                    {"ResourceId": spec.name, "ResourceType": "auto-scaling-group", "Key": key}
+                    for key in removed
+                ],
+            )
+        return bool(missing or removed)
 
     async def _processes(self, spec: GroupSpec, group: Obj) -> bool:
         want = set(_tmpl(spec).get("suspendProcesses") or [])
@@ -570,6 +602,7 @@ class AwsProvider:
                     ),
                     version=version,
                     launched_at=launched,
+                    addresses=_addresses(found),
                 )
             )
         return GroupStatus(

@@ -396,3 +396,79 @@ async def test_cooldown_and_warmup_are_applied_once(aws: AwsProvider, proxy: Fau
     proxy.reset_counts()
     await aws.ensure_group(spec=wanted)
     assert proxy.record.calls["UpdateAutoScalingGroup"] == 0, dict(proxy.record.calls)
+
+
+async def test_instances_carry_their_ec2_addresses_without_extra_calls(
+    aws: AwsProvider, proxy: FaultProxy
+) -> None:
+    await aws.ensure_group(spec=spec())
+    await aws.set_capacity(name="ns-p1", desired=2)
+    proxy.reset_counts()
+    status = await aws.describe_group(name="ns-p1")
+    assert proxy.record.calls["DescribeInstances"] == 1  # one batch for both new instances
+    ids = [i.instance_id for i in status.instances]
+    described = await ec2(aws, "DescribeInstances", InstanceIds=ids)
+    ec2_by_id = {
+        inst["InstanceId"]: inst for r in described["Reservations"] for inst in r["Instances"]
+    }
+    for instance in status.instances:
+        found = ec2_by_id[instance.instance_id]
+        wanted = [
+            (kind, found.get(field))
+            for kind, field in (
+                ("InternalIP", "PrivateIpAddress"),
+                ("InternalDNS", "PrivateDnsName"),
+                ("ExternalIP", "PublicIpAddress"),
+                ("ExternalDNS", "PublicDnsName"),
+            )
+            if found.get(field)
+        ]
+        assert [(a.type, a.address) for a in instance.addresses] == wanted
+        assert {"InternalIP", "InternalDNS"} <= {a.type for a in instance.addresses}
+    proxy.reset_counts()
+    again = await aws.describe_group(name="ns-p1")
+    assert [i.addresses for i in again.instances] == [i.addresses for i in status.instances]
+    assert proxy.record.calls["DescribeInstances"] == 0  # served from memory
+
+
+async def test_tags_dropped_from_the_spec_are_removed_and_no_others(
+    aws: AwsProvider, proxy: FaultProxy
+) -> None:
+    base = spec()
+    first = dataclasses.replace(base, tags={**base.tags, "team": "blue", "env": "dev"})
+    await aws.ensure_group(spec=first)
+    # Someone adds a tag of their own by hand.
+    await asg(
+        aws, "CreateOrUpdateTags",
+        Tags=[{"ResourceId": "ns-p1", "ResourceType": "auto-scaling-group", "Key": "by-hand",
+               "Value": "x", "PropagateAtLaunch": False}],
+    )  # fmt: skip
+    aws.groups.invalidate("ns-p1")
+
+    # "env" leaves the spec; the caller says it applied "team" and "env" last time (and,
+    # wrongly, the ownership tag and the hand-made one: both are still not removed, the first
+    # because the spec still has it).
+    proxy.reset_counts()
+    second = dataclasses.replace(
+        base,
+        tags={**base.tags, "team": "blue"},
+        applied_tag_keys=frozenset({"team", "env", "kubernetes.io/cluster/c1"}),
+    )
+    await aws.ensure_group(spec=second)
+    assert proxy.record.calls["DeleteTags"] == 1
+    assert proxy.record.calls["CreateOrUpdateTags"] == 0
+    group = (await asg(aws, "DescribeAutoScalingGroups", AutoScalingGroupNames=["ns-p1"]))[
+        "AutoScalingGroups"
+    ][0]
+    assert {t["Key"]: t["Value"] for t in group["Tags"]} == {
+        "kubernetes.io/cluster/c1": "owned",
+        "Name": "p1",
+        "team": "blue",
+        "by-hand": "x",
+    }
+
+    # Converged: the remembered key that is already gone costs no call.
+    proxy.reset_counts()
+    await aws.ensure_group(spec=second)
+    assert proxy.record.calls["DeleteTags"] == 0
+    assert proxy.record.calls["CreateOrUpdateTags"] == 0

@@ -15,7 +15,11 @@ from botocore.parsers import ResponseParserError
 from prometheus_client import CollectorRegistry
 from tenacity import RetryCallState
 
-from controller.providers.aws.adapter import AwsPoolAdapter, parse_duration_seconds
+from controller.providers.aws.adapter import (
+    LAST_APPLIED_TAGS_ANNOTATION,
+    AwsPoolAdapter,
+    parse_duration_seconds,
+)
 from controller.providers.aws.client import AwsApi, classify
 from controller.providers.aws.describe import GroupDescriber
 from controller.providers.base import PermanentError, RetryableError, ThrottledError
@@ -248,6 +252,35 @@ def test_missing_bootstrap_data_is_a_permanent_error_with_a_reason() -> None:
         _adapter(None).group_spec(infra=infra, pool=POOL)
     assert caught.value.code == "BootstrapDataNotFound"
     assert "team-a/boot" in caught.value.message
+
+
+def test_last_applied_tags_are_read_and_recorded_in_capas_format() -> None:
+    adapter = _adapter()
+    infra = yaml.safe_load(CAPA)  # additionalTags {team: a}, no record yet
+    assert adapter.group_spec(infra=infra, pool=POOL).applied_tag_keys == frozenset()
+    record = {LAST_APPLIED_TAGS_ANNOTATION: '{"team":"a"}'}
+    assert adapter.remembered_annotations(infra=infra, applied=False) == record
+    assert adapter.remembered_annotations(infra=infra, applied=True) == record
+
+    # Recorded {team, env}; the spec now has {team: b, zone: z}.
+    infra["metadata"]["annotations"] = {LAST_APPLIED_TAGS_ANNOTATION: '{"env":"dev","team":"a"}'}
+    infra["spec"]["additionalTags"] = {"team": "b", "zone": "z"}
+    spec = adapter.group_spec(infra=infra, pool=POOL)
+    assert spec.applied_tag_keys == {"env", "team"}
+    # Before ensure_group: everything that may reach the group; after: exactly what did.
+    assert adapter.remembered_annotations(infra=infra, applied=False) == {
+        LAST_APPLIED_TAGS_ANNOTATION: '{"env":"dev","team":"b","zone":"z"}'
+    }
+    assert adapter.remembered_annotations(infra=infra, applied=True) == {
+        LAST_APPLIED_TAGS_ANNOTATION: '{"team":"b","zone":"z"}'
+    }
+
+    # An unreadable record removes nothing; no tags and no record: nothing to write.
+    infra["metadata"]["annotations"] = {LAST_APPLIED_TAGS_ANNOTATION: "not json"}
+    assert adapter.group_spec(infra=infra, pool=POOL).applied_tag_keys == frozenset()
+    infra["metadata"]["annotations"] = {}
+    infra["spec"]["additionalTags"] = {}
+    assert adapter.remembered_annotations(infra=infra, applied=True) == {}
 
 
 def test_defaults_long_names_and_durations() -> None:
