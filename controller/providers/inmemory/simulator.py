@@ -395,8 +395,6 @@ class Simulator:
             )
             self._groups[spec.name] = group
             _log.info("group created", group=spec.name, cluster=spec.cluster)
-        if self._lifecycle is not None:
-            self._lifecycle.watch(spec.cluster)
         else:
             before = _shape(group)
             if group.template_version != spec.template_version:
@@ -420,6 +418,8 @@ class Simulator:
                 clamped = min(clamped, group.max_size)
             group.desired = clamped
             changed = _shape(group) != before
+        if self._lifecycle is not None:
+            self._lifecycle.watch(group.cluster)
         if self._converge(group, now) or changed:
             self._changed()  # a no-op ensure (every resync) neither wakes nor writes
         return self._status(group)
