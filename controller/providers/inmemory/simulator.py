@@ -355,6 +355,10 @@ class Simulator:
         """Nodes of gone instances the cloud's node lifecycle controller has deleted."""
         return 0 if self._lifecycle is None else self._lifecycle.deleted
 
+    def watched_clusters(self) -> frozenset[str]:
+        """The workload clusters the node lifecycle controller sweeps (empty when it is off)."""
+        return frozenset() if self._lifecycle is None else self._lifecycle.watched()
+
     def terminated(self) -> list[InstanceView]:
         """Instances gone from their group whose Node is not yet marked Unknown."""
         return [_view(inst) for inst in _ordered(self._gone.values())]
