@@ -111,6 +111,8 @@ class NodeLifecycleController:
         self._task: asyncio.Task[None] | None = None
         self.deleted = 0
         """Nodes this controller deleted since it was made."""
+        self.passes = 0
+        """Passes completed (over every watched cluster, whatever their outcome)."""
 
     @property
     def period(self) -> float:
@@ -160,6 +162,7 @@ class NodeLifecycleController:
                     cluster=cluster,
                     reason="no Nodes of this cloud left" if remaining == 0 else "unreachable",
                 )
+        self.passes += 1
         return sum(deleted for deleted, _ in results)
 
     async def _sweep_cluster(self, cluster: str) -> tuple[int, int | None]:

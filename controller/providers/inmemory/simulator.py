@@ -355,6 +355,11 @@ class Simulator:
         """Nodes of gone instances the cloud's node lifecycle controller has deleted."""
         return 0 if self._lifecycle is None else self._lifecycle.deleted
 
+    @property
+    def node_monitor_passes(self) -> int:
+        """Passes the node lifecycle controller has completed (0 when it is off)."""
+        return 0 if self._lifecycle is None else self._lifecycle.passes
+
     def watched_clusters(self) -> frozenset[str]:
         """The workload clusters the node lifecycle controller sweeps (empty when it is off)."""
         return frozenset() if self._lifecycle is None else self._lifecycle.watched()
