@@ -37,6 +37,10 @@ kubeconfig Secret went with the cluster). Limitation: the watched set lives in m
 restarted simulator learns clusters again from its groups (its state file), so a cluster
 whose every group was deleted before the restart is no longer swept.
 
+Not simulated: upstream's shutdown taint (``node.cloudprovider.kubernetes.io/shutdown``) on
+the Node of an instance that exists but is stopped; a crashed (``failed``) instance's Node is
+left as it is until the instance leaves its group.
+
 Failure: an error listing or deleting in one cluster (API error, unreachable cluster,
 missing kubeconfig) is logged as a warning and retried at the next pass; it never stops the
 loop, other clusters, or the simulator. Clusters are swept concurrently, so one slow cluster
