@@ -9,7 +9,10 @@ the API server. :class:`World` plays the steps (:data:`Step`) and reads the trut
 holds), so a caller can wait on them (:func:`eventually_none`, built on
 :func:`~controller.testing.waiting.until`) and report the last problems on timeout.
 Stale Nodes (of instances that left the pool) are reported apart from the rest so the
-property tests can check them on their own (see the known bug they mark).
+property tests can check them on their own: the product deletes the Nodes it recorded, and the
+simulated cloud's node lifecycle controller (every :data:`NODE_MONITOR_PERIOD` seconds here)
+the not-Ready Nodes of instances that left their group (a crashed one leaves after
+:data:`FAILED_RETENTION`), including those the pool never recorded.
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ POOL = "p1"
 CLUSTER_NAME = "c1"
 PAUSED = "cluster.x-k8s.io/paused"
 LIVE = ("pending", "running")
+#: The simulator's options here: how long a crashed instance stays listed as failed, and how
+#: often the cloud deletes the not-Ready Nodes of gone instances.
+FAILED_RETENTION = 10.0
+NODE_MONITOR_PERIOD = 1.0
 
 
 # --------------------------------------------------------------------------- steps
@@ -336,7 +343,12 @@ async def world(
         )
         async with (
             KubeNodeRegistrar(management=kube) as registrar,
-            Simulator(registrar=registrar, seed=1) as simulator,
+            Simulator(
+                registrar=registrar,
+                seed=1,
+                failed_retention=FAILED_RETENTION,
+                node_monitor_period=NODE_MONITOR_PERIOD,
+            ) as simulator,
         ):
             the_world = World(kube=kube, namespace=namespace, simulator=simulator)
             setup_controllers(

@@ -15,18 +15,21 @@ mid-provisioning, mid-scale and while paused.
   whose number and the group's desired capacity equal the replicas (no extra instances),
   ``nodeRefs`` naming existing Nodes (by name and uid) whose provider IDs are exactly the
   list, ``observedGeneration`` current, ``Paused=False``, and the InMemoryMachinePool's list
-  equal to the pool's. Then no Node of an instance that left the pool may remain.
+  equal to the pool's. Then, within :data:`STALE_NODE_GRACE`, no Node of an instance that
+  left the pool may remain.
 - :func:`test_random_events_then_delete_leave_nothing`: the sequence ends with an unpause
   and, once the controller has put its finalizer on the MachinePool, its deletion; then the
   MachinePool, the InMemoryMachinePool and the simulator group must be gone, and then every
   Node of the group.
 
-Both run twice (``NODE_CHECKS``): ``all-nodes`` is the whole property and is marked
-``xfail(strict=True)`` for the product bug in ``STALE_NODES_BUG``, with an explicit example
-that reproduces it deterministically (:data:`CRASH_TWICE_WHILE_PAUSED`);
-``stale-nodes-ignored`` leaves out only the check for Nodes of gone instances, so every other
-part of the property keeps guarding the suite. When the bug is fixed, ``all-nodes`` XPASSes
-(a failure under strict), and the marker and the second variant should go.
+Who deletes the Node of a gone instance: the product, for the Nodes it recorded (in
+``status.nodeRefs`` or by its owner annotations); the simulated cloud's node lifecycle
+controller (:mod:`controller.providers.inmemory.nodelifecycle`), as a cloud-controller-manager
+does, for any not-Ready Node whose instance left its group, including the Node of an instance
+that registered and vanished before the pool ever recorded it (crashed while the pool was
+paused). Before that controller existed such Nodes were never deleted;
+:data:`CRASH_TWICE_WHILE_PAUSED` is the explicit example that reproduced it deterministically,
+kept as a regression test in both properties.
 
 How the examples run: pytest-asyncio runs an ``async def`` test decorated with ``@given``
 by driving each example to completion on the session event loop (it wraps hypothesis's
@@ -50,7 +53,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 from kubernetes_asyncio import client
@@ -58,6 +60,8 @@ from kubernetes_asyncio import client
 from controller.testing import ControlPlane
 from controller.testing.waiting import until
 from tests.machinepool._harness import (
+    FAILED_RETENTION,
+    NODE_MONITOR_PERIOD,
     Crash,
     Pause,
     Scale,
@@ -74,37 +78,16 @@ _PHASES = (Phase.explicit, Phase.generate) + (
     (Phase.shrink,) if os.environ.get("MP_PROPERTY_SHRINK") == "1" else ()
 )
 CONVERGENCE_TIMEOUT = 60.0
-#: Once the rest has converged, how long Nodes of gone instances may take to be deleted
-#: (the reconcile that drops a provider ID deletes its Node, so this is generous).
-STALE_NODE_GRACE = 10.0
+#: Once the rest has converged, how long Nodes of gone instances may take to be deleted: the
+#: reconcile that drops a provider ID deletes a recorded Node at once; an unrecorded one is
+#: the cloud's to delete, once its instance has left the group (a crashed instance stays
+#: listed as failed for FAILED_RETENTION) and at its next pass, plus slack for a loaded CI.
+STALE_NODE_GRACE = FAILED_RETENTION + NODE_MONITOR_PERIOD + 5.0
 
-STALE_NODES_BUG = (
-    "known gap: retired Nodes are found through status.nodeRefs and the owner annotations "
-    "the controller writes when it matches a Node (controller/machinepool/noderefs.py), so the "
-    "Node of an instance that registered and left before the pool ever recorded it (e.g. "
-    "crashed while the pool was paused) is never deleted; in a real cloud the cloud "
-    "controller manager removes Nodes of gone instances, and nothing plays that role for the "
-    "in-memory provider yet"
-)
-NODE_CHECKS = [
-    pytest.param(
-        True, id="all-nodes", marks=pytest.mark.xfail(strict=True, reason=STALE_NODES_BUG)
-    ),
-    pytest.param(False, id="stale-nodes-ignored"),
-]
-#: The same for the convergence property, where the explicit example stopped reproducing the
-#: bug reliably once the simulated kubelet gained its pod watch (the second crash now usually
-#: lands before the replacement's Node registers): the marker is not strict there, so an
-#: XPASS is reported, not failed. The deletion property still reproduces it every time.
-NODE_CHECKS_CONVERGED = [
-    pytest.param(
-        True, id="all-nodes", marks=pytest.mark.xfail(strict=False, reason=STALE_NODES_BUG)
-    ),
-    pytest.param(False, id="stale-nodes-ignored"),
-]
-#: The bug, deterministically: while the pool is paused its instance crashes, the
-#: replacement boots and registers a Node, and crashes too; the replacement's provider ID
-#: never reaches providerIDList or nodeRefs, so its Node is never deleted.
+#: The gap the cloud's node lifecycle controller closes, deterministically: while the pool is
+#: paused its instance crashes, the replacement boots and registers a Node, and crashes too;
+#: the replacement's provider ID never reaches providerIDList or nodeRefs, so only the cloud
+#: can tell its Node is gone.
 CRASH_TWICE_WHILE_PAUSED: list[Step] = [
     Wait(1.0), Pause(), Wait(0.3), Crash(0), Wait(0.6), Crash(0), Wait(0.3),
 ]  # fmt: skip
@@ -138,14 +121,12 @@ async def _play(w: World, sequence: list[Step]) -> None:
         await w.play(step)
 
 
-@pytest.mark.parametrize("every_node", NODE_CHECKS_CONVERGED)
 @_settings(max_examples=_EXAMPLES)
 @example(initial=1, sequence=CRASH_TWICE_WHILE_PAUSED, final=1)
 @given(initial=replicas, sequence=st.lists(steps, min_size=4, max_size=8), final=replicas)
 async def test_random_events_end_converged(
     control_plane: ControlPlane,
     api_client: client.ApiClient,
-    every_node: bool,
     initial: int,
     sequence: list[Step],
     final: int,
@@ -158,22 +139,19 @@ async def test_random_events_end_converged(
             timeout=CONVERGENCE_TIMEOUT,
             what=f"convergence at {final} replicas",
         )
-        if every_node:
-            await eventually_none(
-                lambda: w.stale_nodes(replicas=final),
-                timeout=STALE_NODE_GRACE,
-                what="the Nodes of gone instances deleted",
-            )
+        await eventually_none(
+            lambda: w.stale_nodes(replicas=final),
+            timeout=STALE_NODE_GRACE,
+            what="the Nodes of gone instances deleted",
+        )
 
 
-@pytest.mark.parametrize("every_node", NODE_CHECKS)
 @_settings(max_examples=max(_EXAMPLES // 2, 1))
 @example(initial=1, sequence=CRASH_TWICE_WHILE_PAUSED)
 @given(initial=replicas, sequence=st.lists(steps, min_size=2, max_size=6))
 async def test_random_events_then_delete_leave_nothing(
     control_plane: ControlPlane,
     api_client: client.ApiClient,
-    every_node: bool,
     initial: int,
     sequence: list[Step],
 ) -> None:
@@ -187,9 +165,8 @@ async def test_random_events_then_delete_leave_nothing(
         await eventually_none(
             w.deletion_problems, timeout=CONVERGENCE_TIMEOUT, what="the pool and all it owned gone"
         )
-        if every_node:
-            await eventually_none(
-                lambda: w.stale_nodes(replicas=None),
-                timeout=STALE_NODE_GRACE,
-                what="every Node of the group deleted",
-            )
+        await eventually_none(
+            lambda: w.stale_nodes(replicas=None),
+            timeout=STALE_NODE_GRACE,
+            what="every Node of the group deleted",
+        )

@@ -4,7 +4,8 @@ cloud, for end-to-end tests of Machines (tests/machines) and health checks (test
 :func:`running_product` composes it as ``run`` does (:func:`controller.app.setup_controllers`)
 in a test's namespace: a Cluster whose kubeconfig Secret points back at the same API server,
 a bootstrap data Secret, a seeded :class:`Simulator` whose kubelets write real Nodes (through
-``wrap_registrar`` when a test needs to interfere with them), and optionally an
+``wrap_registrar`` when a test needs to interfere with them; the cloud's node lifecycle
+controller lists and deletes Nodes through the unwrapped registrar), and optionally an
 :class:`EventRecorder` so Events can be asserted. On exit the manager stops and the test's
 Nodes (cluster-scoped, so outliving the namespace) are deleted.
 
@@ -201,7 +202,9 @@ async def running_product(
             contextlib.aclosing(KubeNodeRegistrar(management=kube))
         )
         registrar: NodeRegistrar = kubelets if wrap_registrar is None else wrap_registrar(kubelets)
-        simulator = await stack.enter_async_context(Simulator(registrar=registrar, seed=7))
+        simulator = await stack.enter_async_context(
+            Simulator(registrar=registrar, cloud_nodes=kubelets, seed=7)
+        )
         recorder = (
             await stack.enter_async_context(EventRecorder(kube=kube, series_patch_interval=0.2))
             if events

@@ -11,7 +11,9 @@
 - ``set_ready``: the kubelet reports ``Ready=True``;
 - ``mark_unknown``: the instance is gone and the kubelet has stopped posting status; the Node
   is left in place with ``Ready=Unknown`` (reason ``NodeStatusUnknown``), as the node
-  lifecycle controller would mark it. Deleting it is the MachinePool controller's job.
+  lifecycle controller would mark it. Deleting it is the MachinePool controller's job, and
+  the simulated cloud's node lifecycle controller's (:mod:`.nodelifecycle`) once the
+  instance is gone.
 
 Every call is idempotent, and a missing Node is success for ``set_ready`` and
 ``mark_unknown`` (someone deleted it; a real kubelet would not bring it back either). A call

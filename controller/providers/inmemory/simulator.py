@@ -19,10 +19,16 @@ Behaviour:
   calls give the same instances, zones and failures.
 - A booted instance registers its Node through the :class:`~.nodes.NodeRegistrar`; the Node
   turns ``Ready`` ``readyDelaySeconds`` after registration. A terminated (or crashed) instance
-  has its Node marked ``Ready=Unknown``; the Node is never deleted here. Registrar calls run in
+  has its Node marked ``Ready=Unknown``; the driver never deletes it. Registrar calls run in
   their own tasks (at most ``node_concurrency`` at once), one at a time per instance; a failed
   call is logged and retried with exponential backoff (``node_retry_initial`` doubling up to
   ``node_retry_max``). An unreachable workload cluster never blocks the API or other groups.
+- The cloud's node lifecycle controller (:mod:`.nodelifecycle`) runs with the simulator when
+  it can reach workload Nodes (``cloud_nodes``, else the registrar if it can list and delete
+  Nodes, as :class:`~.workload.KubeNodeRegistrar` can): every ``node_monitor_period`` seconds
+  it deletes the not-Ready Nodes with an ``inmemory://`` provider ID whose instance is in no
+  group (terminated, or never this cloud's), in every cluster a group of this simulator
+  names or named. :attr:`Simulator.nodes_deleted` counts them.
 - ``delete_instance`` of an instance that already left the group succeeds (it is remembered,
   up to ``tombstone_limit`` per group), so the call is safe to retry; shrinking never takes the
   group below ``min_size`` (``ValidationError``); deleting a ``failed`` instance never lowers
@@ -68,6 +74,7 @@ from controller.providers.base import (
 from controller.providers.inmemory.clock import LoopWallClock, SimClock
 from controller.providers.inmemory.faults import FaultGate, Faults
 from controller.providers.inmemory.names import instance_id, node_name, provider_id
+from controller.providers.inmemory.nodelifecycle import NodeLifecycleController, WorkloadNodes
 from controller.providers.inmemory.nodes import NodeRegistrar, NodeRegistration
 from controller.providers.inmemory.persistence import (
     DebouncedSaver,
@@ -142,6 +149,8 @@ class Simulator:
         node_retry_max: float = 30.0,
         node_concurrency: int = 16,
         tombstone_limit: int = 1000,
+        node_monitor_period: float = 5.0,
+        cloud_nodes: WorkloadNodes | None = None,
     ) -> None:
         for option, value in (
             ("save_debounce", save_debounce),
@@ -154,6 +163,8 @@ class Simulator:
             raise ValueError("node retries need 0 < node_retry_initial <= node_retry_max")
         if node_concurrency < 1 or tombstone_limit < 1:
             raise ValueError("node_concurrency and tombstone_limit must be at least 1")
+        if not node_monitor_period > 0:
+            raise ValueError(f"node_monitor_period must be positive, got {node_monitor_period}")
         self._registrar = registrar
         self._clock: SimClock = clock or LoopWallClock()
         self._rng = random.Random(seed)
@@ -180,6 +191,19 @@ class Simulator:
                 path=state_file, snapshot=self._snapshot, clock=self._clock, debounce=save_debounce
             )
             if state_file is not None
+            else None
+        )
+        if cloud_nodes is None and isinstance(registrar, WorkloadNodes):
+            cloud_nodes = registrar
+        self._lifecycle = (
+            NodeLifecycleController(
+                nodes=cloud_nodes,
+                existing=self._existing_provider_ids,
+                active_clusters=self._active_clusters,
+                clock=self._clock,
+                period=node_monitor_period,
+            )
+            if cloud_nodes is not None
             else None
         )
         self._started = False
@@ -222,6 +246,10 @@ class Simulator:
             self._converge(group, now)
         self._started = True
         self._driver = asyncio.create_task(self._drive(), name="simulator driver")
+        if self._lifecycle is not None:
+            for inst in self._gone.values():
+                self._lifecycle.watch(inst.cluster)
+            self._lifecycle.start()
         if self._saver is not None:
             self._saver.start()
 
@@ -233,6 +261,8 @@ class Simulator:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._driver = None
+        if self._lifecycle is not None:
+            await self._lifecycle.aclose()
         self._node_tasks.clear()
         if self._saver is not None:
             await self._saver.aclose()
@@ -320,6 +350,20 @@ class Simulator:
     def group_names(self) -> list[str]:
         return sorted(self._groups)
 
+    @property
+    def nodes_deleted(self) -> int:
+        """Nodes of gone instances the cloud's node lifecycle controller has deleted."""
+        return 0 if self._lifecycle is None else self._lifecycle.deleted
+
+    @property
+    def node_monitor_passes(self) -> int:
+        """Passes the node lifecycle controller has completed (0 when it is off)."""
+        return 0 if self._lifecycle is None else self._lifecycle.passes
+
+    def watched_clusters(self) -> frozenset[str]:
+        """The workload clusters the node lifecycle controller sweeps (empty when it is off)."""
+        return frozenset() if self._lifecycle is None else self._lifecycle.watched()
+
     def terminated(self) -> list[InstanceView]:
         """Instances gone from their group whose Node is not yet marked Unknown."""
         return [_view(inst) for inst in _ordered(self._gone.values())]
@@ -383,6 +427,8 @@ class Simulator:
                 clamped = min(clamped, group.max_size)
             group.desired = clamped
             changed = _shape(group) != before
+        if self._lifecycle is not None:
+            self._lifecycle.watch(group.cluster)
         if self._converge(group, now) or changed:
             self._changed()  # a no-op ensure (every resync) neither wakes nor writes
         return self._status(group)
@@ -687,6 +733,16 @@ class Simulator:
             self._wake.set()
 
     # ------------------------------------------------------------------ helpers
+
+    def _existing_provider_ids(self) -> set[str]:
+        """What InstanceExistsByProviderID is true for: instances in a group (terminated ones
+        have left theirs)."""
+        return {
+            inst.provider_id for group in self._groups.values() for inst in group.instances.values()
+        }
+
+    def _active_clusters(self) -> set[str]:
+        return {group.cluster for group in self._groups.values()}
 
     def _group(self, name: str) -> GroupRecord:
         group = self._groups.get(name)

@@ -16,6 +16,9 @@ takes its Node out of the live set first. Pods that become deleting while their 
 live are picked up when it becomes live. A failed pod deletion is retried with backoff while
 the pod is still there and its Node live.
 
+For the simulated cloud node lifecycle controller (:mod:`.nodelifecycle`) it lists a
+cluster's Nodes and deletes one with a UID precondition (404 and 409 are "already gone").
+
 Invariants: at most one client per cluster (a per-cluster lock serialises its creation); a
 call that fails for any reason other than the Node being absent/present as expected drops
 the cluster's client (and its pod informer, restarted with the next client), so the next
@@ -67,13 +70,17 @@ __all__ = ["KubeNodeRegistrar", "WorkloadClusterUnavailable"]
 
 _log = structlog.get_logger(__name__)
 
+#: Nodes per list request of :meth:`KubeNodeRegistrar.list_nodes`.
+_LIST_PAGE = 500
+
 
 class WorkloadClusterUnavailable(RuntimeError):
     """The workload cluster's kubeconfig Secret is missing or unusable."""
 
 
 class KubeNodeRegistrar:
-    """Writes Nodes into workload clusters found through kubeconfig Secrets."""
+    """Writes Nodes into workload clusters found through kubeconfig Secrets; also the
+    simulated cloud's :class:`~.nodelifecycle.WorkloadNodes` (it lists and deletes Nodes)."""
 
     def __init__(
         self,
@@ -138,6 +145,40 @@ class KubeNodeRegistrar:
         # The instance is gone: its kubelet stops finishing pods before anything else.
         self._live.get(cluster, set()).discard(name)
         await self._patch_ready(cluster=cluster, name=name, ready="Unknown")
+
+    # ------------------------------------------------------------- the cloud's side
+
+    async def list_nodes(self, *, cluster: str) -> list[dict[str, Any]]:
+        """Every Node of ``cluster`` (for the simulated cloud node lifecycle controller)."""
+        kube = await self._kube(cluster)
+        nodes: list[dict[str, Any]] = []
+        token: str | None = None
+        try:
+            while True:
+                page = await kube.list(NODES, limit=_LIST_PAGE, continue_token=token)
+                nodes.extend(page.get("items") or [])
+                token = (page.get("metadata") or {}).get("continue") or None
+                if token is None:
+                    return nodes
+        except BaseException:
+            await self._drop(cluster)
+            raise
+
+    async def delete_node(self, *, cluster: str, name: str, uid: str) -> bool:
+        """Delete Node ``name`` if its UID is ``uid``; False if it is gone or was replaced."""
+        kube = await self._kube(cluster)
+        try:
+            await kube.delete(NODES, name=name, uid=uid or None)
+        except ApiError as exc:
+            if exc.not_found or exc.conflict:
+                return False
+            await self._drop(cluster)
+            raise
+        except BaseException:
+            await self._drop(cluster)
+            raise
+        self._live.get(cluster, set()).discard(name)
+        return True
 
     def live_nodes(self, *, cluster: str) -> frozenset[str]:
         """Nodes of ``cluster`` whose simulated kubelet runs (for tests and diagnostics)."""

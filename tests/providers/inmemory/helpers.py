@@ -98,3 +98,62 @@ class FakeRegistrar:
 
     def count(self, action: str) -> int:
         return sum(1 for a, _, _ in self.calls if a == action)
+
+
+@dataclass
+class FakeWorkloadNodes:
+    """The cloud's view of the Nodes a :class:`FakeRegistrar` keeps, plus Nodes nobody
+    registered (``extra``: raw Node objects by ``(cluster, name)``); can fail on demand."""
+
+    registrar: FakeRegistrar
+    extra: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    list_failures: int = 0
+    delete_failures: int = 0
+    lists: int = 0
+
+    def node(self, name: str, *, cluster: str = CLUSTER) -> dict[str, Any] | None:
+        return next((n for n in self._objects(cluster) if n["metadata"]["name"] == name), None)
+
+    def _objects(self, cluster: str) -> list[dict[str, Any]]:
+        objects = [
+            {
+                "metadata": {"name": name, "uid": f"uid-{name}", "labels": {}},
+                "spec": {"providerID": node.provider_id},
+                "status": {"conditions": [{"type": "Ready", "status": node.ready}]},
+            }
+            for (c, name), node in self.registrar.nodes.items()
+            if c == cluster
+        ]
+        return objects + [n for (c, _), n in self.extra.items() if c == cluster]
+
+    async def list_nodes(self, *, cluster: str) -> list[dict[str, Any]]:
+        self.lists += 1
+        if self.list_failures > 0:
+            self.list_failures -= 1
+            raise ConnectionError(f"cluster {cluster} unreachable")
+        return self._objects(cluster)
+
+    async def delete_node(self, *, cluster: str, name: str, uid: str) -> bool:
+        if self.delete_failures > 0:
+            self.delete_failures -= 1
+            raise ConnectionError(f"cluster {cluster} unreachable")
+        found = self.registrar.nodes.pop((cluster, name), None) is not None
+        found = self.extra.pop((cluster, name), None) is not None or found
+        if found:
+            self.deleted.append((cluster, name))
+        return found
+
+
+def raw_node(
+    name: str, *, provider_id: str | None, ready: str | None = "False", **labels: str
+) -> dict[str, Any]:
+    """A Node object as the API returns it (``ready=None``: no Ready condition at all)."""
+    node: dict[str, Any] = {
+        "metadata": {"name": name, "uid": f"uid-{name}", "labels": dict(labels)},
+        "spec": {} if provider_id is None else {"providerID": provider_id},
+        "status": {},
+    }
+    if ready is not None:
+        node["status"]["conditions"] = [{"type": "Ready", "status": ready}]
+    return node

@@ -3,6 +3,10 @@ control plane, reached through a ``<cluster>-kubeconfig`` Secret as in productio
 
 Nodes are cluster-scoped and the control plane is shared by the whole session: every Node
 here is named after the test's namespace (the group name carries it) and deleted at the end.
+
+The kubelet tests watch a gone instance's Node go ``Unknown``; the cloud's node lifecycle
+controller would delete it at its next pass, so they run it with a period longer than the
+test (:data:`KUBELET_ONLY`); its own test runs it every :data:`MONITOR_PERIOD` seconds.
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ from controller.runtime.kube import NODES, PODS, SECRETS, ApiError, KubeClient, 
 from controller.testing import ControlPlane
 from controller.testing.waiting import until
 
-from .helpers import group_spec
+from .helpers import group_spec, raw_node
+
+#: A node-monitor period no test here outlives: the first pass (at start) finds nothing.
+KUBELET_ONLY = 3600.0
+MONITOR_PERIOD = 0.5
 
 
 @dataclass
@@ -74,7 +82,9 @@ async def _secret(kube: KubeClient, *, namespace: str, control_plane: ControlPla
 
 
 @contextlib.asynccontextmanager
-async def cloud(api_client: client.ApiClient, namespace: str) -> AsyncIterator[Cloud]:
+async def cloud(
+    api_client: client.ApiClient, namespace: str, *, node_monitor_period: float = KUBELET_ONLY
+) -> AsyncIterator[Cloud]:
     kube = KubeClient(api=api_client, metrics=RestMetrics(registry=CollectorRegistry()))
     group = f"{namespace}-pool"
     try:
@@ -83,7 +93,11 @@ async def cloud(api_client: client.ApiClient, namespace: str) -> AsyncIterator[C
                 management=kube, rest_metrics=RestMetrics(registry=CollectorRegistry())
             ) as registrar,
             Simulator(
-                registrar=registrar, seed=3, node_retry_initial=0.1, node_retry_max=0.5
+                registrar=registrar,
+                seed=3,
+                node_retry_initial=0.1,
+                node_retry_max=0.5,
+                node_monitor_period=node_monitor_period,
             ) as sim,
             SimulatorServer(simulator=sim) as server,
             InMemoryProvider(base_url=server.url, registry=CollectorRegistry()) as provider,
@@ -335,3 +349,59 @@ async def test_a_pod_deleted_before_its_node_registers_is_finished_once_it_does(
             return await _pod_or_none(c.kube, namespace=namespace, name="early") is None
 
         await until(early_gone, timeout=15, what="the registered kubelet to finish the pod")
+
+
+async def test_the_cloud_deletes_not_ready_nodes_of_gone_instances_and_nothing_else(
+    control_plane: ControlPlane, api_client: client.ApiClient, namespace: str
+) -> None:
+    async with cloud(api_client, namespace, node_monitor_period=MONITOR_PERIOD) as c:
+        await _secret(c.kube, namespace=namespace, control_plane=control_plane)
+        await c.provider.ensure_group(
+            spec=group_spec(c.group, cluster=c.cluster, boot=0.1, ready=0.1, zones=("zone-a",))
+        )
+        await c.provider.set_capacity(name=c.group, desired=2)
+
+        async def both_ready() -> bool:
+            found = await c.nodes()
+            return len(found) == 2 and all(
+                (_ready(n) or {}).get("status") == "True" for n in found.values()
+            )
+
+        await until(both_ready, timeout=15, what="two Ready Nodes")
+        victim, survivor = (await c.provider.describe_group(name=c.group)).instances
+        # Nodes the cloud must leave alone: another cloud's, one without a provider ID, and
+        # the Node of a live instance that is not Ready.
+        others = {
+            f"{c.group}-aws": f"aws:///zone-a/{c.group}-aws",
+            f"{c.group}-bare": None,
+        }
+        for name, provider_id in others.items():
+            await c.kube.create(NODES, body=raw_node(name, provider_id=provider_id, ready=None))
+        await c.kube.merge_patch(
+            NODES, name=survivor.instance_id, subresource="status",
+            patch={"status": {"conditions": [{"type": "Ready", "status": "False",
+                                              "reason": "Test", "message": "set by the test"}]}},
+        )  # fmt: skip
+        # A Node of an instance this cloud never had (registered, then its instance vanished
+        # before anyone recorded it), with no status at all.
+        ghost = f"{c.group}-0000dead"
+        await c.kube.create(
+            NODES, body=raw_node(ghost, provider_id=f"inmemory:///zone-a/{ghost}", ready=None)
+        )
+        await c.provider.delete_instance(name=c.group, instance_id=victim.instance_id, shrink=True)
+
+        async def gone() -> bool:
+            names = {n["metadata"]["name"] for n in (await c.kube.list(NODES))["items"]}
+            return not names & {ghost, victim.instance_id}
+
+        await until(gone, timeout=10 * MONITOR_PERIOD, what="the gone instances' Nodes deleted")
+        passes = c.sim.node_monitor_passes
+        await until(
+            lambda: c.sim.node_monitor_passes >= passes + 3,
+            timeout=10 * MONITOR_PERIOD,
+            what="three more passes (that must not touch the rest)",
+        )
+        names = {n["metadata"]["name"] for n in (await c.kube.list(NODES))["items"]}
+        assert {survivor.instance_id, *others} <= names
+        assert c.sim.nodes_deleted >= 2  # (and any stray in-memory Node of earlier tests)
+        assert c.registrar.live_nodes(cluster=c.cluster) == {survivor.instance_id}

@@ -40,6 +40,8 @@ def test_nonsense_options_are_refused() -> None:
         {"node_retry_initial": 0},
         {"node_retry_initial": 2, "node_retry_max": 1},
         {"node_concurrency": 0},
+        {"node_monitor_period": 0},
+        {"node_monitor_period": -5},
     ):
         with pytest.raises(ValueError):  # noqa: PT011 - one message per option
             Simulator(**options)  # type: ignore[arg-type]
