@@ -202,8 +202,10 @@ async def running_product(
             contextlib.aclosing(KubeNodeRegistrar(management=kube))
         )
         registrar: NodeRegistrar = kubelets if wrap_registrar is None else wrap_registrar(kubelets)
+        # The cloud's node lifecycle controller is kept out of the way (one pass an hour):
+        # these tests check that the product itself deletes every Node it retires.
         simulator = await stack.enter_async_context(
-            Simulator(registrar=registrar, cloud_nodes=kubelets, seed=7)
+            Simulator(registrar=registrar, cloud_nodes=kubelets, seed=7, node_monitor_period=3600)
         )
         recorder = (
             await stack.enter_async_context(EventRecorder(kube=kube, series_patch_interval=0.2))
