@@ -127,7 +127,9 @@ async def test_two_replicas_elect_one_leader_and_hand_over_when_it_dies(
     kubeconfig_path: str, namespace: str, tmp_path: Path
 ) -> None:
     # Short but not twitchy timings: a renewal may take a second or two on a loaded 2-core CI
-    # machine, and a leader that misses its renew deadline rightly exits.
+    # machine, and a leader that misses its renew deadline rightly exits. The replicas watch
+    # only the test's namespace: on the session's shared control plane, all namespaces hold
+    # every earlier test's pools, and reconciling those starved the leader's renewals.
     lease, renew, retry = 5.0, 4.0, 0.5
     ports = [(free_port(), free_port()) for _ in range(2)]
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
@@ -135,7 +137,7 @@ async def test_two_replicas_elect_one_leader_and_hand_over_when_it_dies(
     def args(i: int) -> list[str]:
         metrics, health = ports[i]
         return [
-            "run", "--kubeconfig", kubeconfig_path, "--leader-elect",
+            "run", "--kubeconfig", kubeconfig_path, "--namespace", namespace, "--leader-elect",
             "--leader-election-namespace", namespace,
             "--leader-elect-lease-duration", f"{lease:g}s",
             "--leader-elect-renew-deadline", f"{renew:g}s",
