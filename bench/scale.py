@@ -26,7 +26,9 @@ Phases, in this order, on one control plane:
 5. **Memory**: peak RSS of this process (``ru_maxrss``), and the RSS growth from before the
    manager started to the converged fleet divided by the objects in the manager's caches.
    Both include the simulator and the bench's own two informers (same process), so they
-   overstate the controller's share.
+   overstate the controller's share. The caches alone are measured by :mod:`bench.memory`
+   (a deep ``sys.getsizeof`` walk of every informer store of the product, the workload
+   cluster's Nodes included): bytes per cached object, by kind.
 6. **Floor**: a bare asyncio client (no informers, no reconcile logic) performs, in another
    namespace, the writes that produce the same converged objects, derived from the
    controllers' final objects: per pool PATCH InMemoryMachinePool (finalizer + spec) and its
@@ -51,6 +53,7 @@ import asyncio
 import contextlib
 import copy
 import cProfile
+import gc
 import json
 import os
 import platform
@@ -70,6 +73,7 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
 
+from bench import memory
 from bench.machinepool import _cpu_seconds, _cpu_used, _quantile, converged
 from controller.api.kinds import (
     CLUSTER,
@@ -87,9 +91,11 @@ from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import NAMESPACES, NODES, SECRETS, KubeClient, RestMetrics
 from controller.runtime.logging import configure_logging
 from controller.runtime.manager import Manager, ManagerOptions
+from controller.runtime.store import Store
 from controller.testing import ControlPlane
 from controller.testing.scenario import FAST_TEMPLATE, create_inmemory_pool
 from controller.testing.waiting import until
+from controller.workload.clusters import WorkloadClusters
 
 Obj = dict[str, Any]
 _T = TypeVar("_T")
@@ -578,7 +584,10 @@ async def run(
             console.print(f"  complete in {cold_seconds:.1f}s; backlog probes {len(backlog)}")
             settle = await _quiet(log)
             rss_converged = _rss_kib()
+            stores = _stores(manager)
             cached = sum(len(i.store) for i in manager._informers.values())
+            caches = memory.summary(memory.cache_sizes(stores))
+            console.print(f"  caches: {caches['total']}")
 
             # 3. idle latency
             idle: list[float] = []
@@ -691,6 +700,7 @@ async def run(
             "rss_growth_mib": round((rss_converged - rss_before) / 1024, 1),
             "cached_objects": cached,
             "rss_per_cached_object_kib": round((rss_converged - rss_before) / max(cached, 1), 2),
+            "caches": caches,
             "profile_top": profile_top,
             "wall_seconds": round(time.monotonic() - wall, 1),
             "kube_apiserver": version,
@@ -700,6 +710,22 @@ async def run(
         }
     finally:
         uninstall()
+
+
+def _stores(manager: Manager) -> dict[str, Store]:
+    """Every informer store of the product: the manager's, by kind (and label selector when
+    a kind has several), and each workload cluster's Nodes. The workload clusters are not
+    reachable from the manager, so they are found among the live objects."""
+    stores: dict[str, Store] = {}
+    for (res, _namespace, selector), informer in manager._informers.items():
+        name = res.kind if res.kind not in stores else f"{res.kind} ({selector})"
+        stores[name] = informer.store
+    for workloads in (o for o in gc.get_objects() if isinstance(o, WorkloadClusters)):
+        for key in workloads.keys():  # noqa: SIM118 (a method, not a dict)
+            cluster = workloads.get(key)
+            if cluster is not None:
+                stores[f"Node (workload {key.name})"] = cluster.nodes.store
+    return stores
 
 
 def _reconciles(registry: CollectorRegistry) -> dict[str, int]:
@@ -772,6 +798,12 @@ def _rows(result: Obj) -> Iterator[tuple[str, str]]:
         f"{result['rss_growth_mib']} MiB / {result['cached_objects']} = "
         f"{result['rss_per_cached_object_kib']} KiB",
     )
+    caches = result["caches"]
+    yield (
+        "informer caches (deep size) / cached objects",
+        f"{caches['total_mib']} MiB / {caches['total']['objects']} = "
+        f"{caches['total']['bytes_per_object']} B",
+    )
     cpu = ", ".join(f"{k}: {v:g}" for k, v in result["cold_cpu_seconds"].items())
     yield "cold start CPU s", cpu
 
@@ -793,6 +825,17 @@ def _print(result: Obj) -> None:
     for key in sorted(set(c) | set(f)):
         per.add_row(key, str(c.get(key, "")), str(f.get(key, "")))
     out.print(per)
+    mem = Table(title="informer caches: bytes per cached object, by kind (bench.memory)")
+    for column in ("cache", "objects", "bytes/object", "of which objects", "keys + indexes",
+                   "repeated strings", "as JSON"):  # fmt: skip
+        mem.add_column(column, justify="left" if column == "cache" else "right")
+    for name, s in [*result["caches"]["by_kind"].items(), ("total", result["caches"]["total"])]:
+        mem.add_row(
+            name, str(s["objects"]), str(s["bytes_per_object"]),
+            str(s["object_bytes_per_object"]), str(s["key_and_index_bytes_per_object"]),
+            str(s["repeated_string_bytes_per_object"]), str(s["json_bytes_per_object"]),
+        )  # fmt: skip
+    out.print(mem)
     resync = result["resync"]["requests"]["by_verb_resource"]
     out.print(f"full resync requests: {resync or 'none'}")
     for line in result["profile_top"]:

@@ -9,7 +9,14 @@ never goes stale (Cluster API misses this).
 
 Matched Nodes get the owner annotations (``cluster.x-k8s.io/cluster-name``,
 ``-cluster-namespace``, ``-owner-kind``, ``-owner-name``) and lose the
-``node.cluster.x-k8s.io/uninitialized`` taint, each patched only when something changes.
+``node.cluster.x-k8s.io/uninitialized`` taint, in one JSON patch per Node
+(:func:`node_patch`), sent only when something changes. The patch carries its own
+preconditions instead of a resourceVersion: the taint is removed by index after a ``test``
+of that very entry, and when the cached Node has no annotations the map is added after a
+``test`` that it is still absent. So a concurrent write to the taints or the annotations
+makes the whole patch fail (422, nothing applied) and the reconcile is retried; it can never
+drop another writer's taint or annotation. The kubelet's status writes, which move the
+resourceVersion every few seconds, do not touch the tested paths and so cause no conflict.
 Nodes the pool referenced whose provider ID has left ``providerIDList`` (scaled-in
 instances) are deleted.
 
@@ -20,6 +27,7 @@ reason; Node writes that fail are retried by the next reconcile.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -166,29 +174,54 @@ async def reconcile_noderefs(*, scope: PoolScope, workloads: WorkloadClusters) -
     scope.requeue(30.0)
 
 
-async def _patch_node(*, scope: PoolScope, cluster_kube: KubeClient, node: dict[str, Any]) -> None:
-    """Owner annotations (merge patch) and removal of the uninitialized taint (a JSON patch
-    that tests the entry it removes), so neither races the kubelet's status updates."""
-    meta = node["metadata"]
-    annotations = meta.get("annotations") or {}
-    wanted = {
-        "cluster.x-k8s.io/cluster-name": scope.pool.spec.cluster_name,
-        "cluster.x-k8s.io/cluster-namespace": scope.namespace,
-        "cluster.x-k8s.io/owner-kind": "MachinePool",
-        "cluster.x-k8s.io/owner-name": scope.name,
-    }
-    changed = {k: v for k, v in wanted.items() if annotations.get(k) != v}
-    if changed:
-        await cluster_kube.merge_patch(
-            NODES, name=meta["name"], patch={"metadata": {"annotations": changed}}
-        )
+def _pointer(key: str) -> str:
+    """One JSON Pointer reference token (RFC 6901): ``~`` as ``~0``, ``/`` as ``~1``."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def node_patch(*, node: dict[str, Any], annotations: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The JSON patch (RFC 6902 ops) that gives cached ``node`` ``annotations`` and takes off
+    the first :data:`UNINITIALIZED_TAINT`; empty when there is nothing to change.
+
+    Every op is guarded by what it relies on, so the patch applies only to a Node whose
+    tested parts still look as cached: annotation keys are added one by one into an existing
+    map (other keys untouched), or, when the cache shows no map, the map is added after a
+    ``test`` that it is still absent (the API server's JSON patch treats a ``null`` test
+    value as "absent"); the taint is removed at its index after a ``test`` of the entry.
+    """
+    ops: list[dict[str, Any]] = []
+    current = node["metadata"].get("annotations") or {}
+    changed = {k: v for k, v in annotations.items() if current.get(k) != v}
+    if changed and current:
+        ops += [
+            {"op": "add", "path": f"/metadata/annotations/{_pointer(k)}", "value": v}
+            for k, v in changed.items()
+        ]
+    elif changed:
+        ops += [
+            {"op": "test", "path": "/metadata/annotations", "value": None},
+            {"op": "add", "path": "/metadata/annotations", "value": changed},
+        ]
     taints = (node.get("spec") or {}).get("taints") or []
     for index, taint in enumerate(taints):
         if taint.get("key") == UNINITIALIZED_TAINT:
             path = f"/spec/taints/{index}"
-            await cluster_kube.json_patch(
-                NODES, name=meta["name"],
-                ops=[{"op": "test", "path": path, "value": taint},
-                     {"op": "remove", "path": path}],
-            )  # fmt: skip
+            ops += [{"op": "test", "path": path, "value": taint}, {"op": "remove", "path": path}]
             break
+    return ops
+
+
+async def _patch_node(*, scope: PoolScope, cluster_kube: KubeClient, node: dict[str, Any]) -> None:
+    """Owner annotations and removal of the uninitialized taint: one guarded JSON patch
+    (:func:`node_patch`), none when the Node already has both."""
+    ops = node_patch(
+        node=node,
+        annotations={
+            "cluster.x-k8s.io/cluster-name": scope.pool.spec.cluster_name,
+            "cluster.x-k8s.io/cluster-namespace": scope.namespace,
+            "cluster.x-k8s.io/owner-kind": "MachinePool",
+            "cluster.x-k8s.io/owner-name": scope.name,
+        },
+    )
+    if ops:
+        await cluster_kube.json_patch(NODES, name=node["metadata"]["name"], ops=ops)

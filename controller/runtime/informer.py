@@ -39,7 +39,7 @@ import aiohttp
 import structlog
 
 from controller.runtime.kube import ApiError, KubeClient, ResourceLike, resource_name
-from controller.runtime.store import Obj, Store, object_key, strip_managed_fields
+from controller.runtime.store import Obj, Store, cache_form, object_key
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "SYNC"]
 
@@ -185,10 +185,10 @@ class Informer:
         api_version = self.resource.api_version
         seen: set[str] = set()
         events: list[InformerEvent] = []
-        for obj in items:
+        for item in items:
+            obj = cache_form(item)
             obj.setdefault("apiVersion", api_version)
             obj.setdefault("kind", self.resource.kind)
-            strip_managed_fields(obj)
             key = object_key(obj)
             seen.add(key)
             old = self.store.get(key)
@@ -255,7 +255,7 @@ class Informer:
             return
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
-        strip_managed_fields(obj)
+        obj = cache_form(obj)
         key = object_key(obj)
         old = self.store.get(key)
         if rv:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import yaml
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
@@ -138,14 +139,29 @@ class Env:
     def metric(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
 
-    def requests(self, method: str) -> float:
-        """API requests made with ``method``, any status code."""
+    def requests(self, method: str, *, host: str | None = None) -> float:
+        """API requests made with ``method`` (to ``host``, if given), any status code."""
         return sum(
             sample.value
             for family in self.registry.collect()
             for sample in family.samples
-            if sample.name == "rest_client_requests_total" and sample.labels["method"] == method
+            if sample.name == "rest_client_requests_total"
+            and sample.labels["method"] == method
+            and host in (None, sample.labels["host"])
         )
+
+    async def quiet(self) -> None:
+        """Wait until no PATCH has been made for half a second (the controllers' writes of a
+        converged pool can trail the status that reads converged)."""
+        settled = self.requests("PATCH")
+
+        async def still() -> bool:
+            nonlocal settled
+            await asyncio.sleep(0.5)
+            now, settled = settled, self.requests("PATCH")
+            return now == settled
+
+        await until(still, what="writes to settle")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -237,15 +253,7 @@ async def test_pool_reaches_running_with_node_refs(env: Env) -> None:
 
     # Converged: an idle period makes no writes at all. The status can read converged a
     # moment before the last Node's annotations are written, so first let writes settle.
-    settled = env.requests("PATCH")
-
-    async def quiet() -> bool:
-        nonlocal settled
-        await asyncio.sleep(0.5)
-        now, settled = settled, env.requests("PATCH")
-        return now == settled
-
-    await until(quiet, what="writes to settle")
+    await env.quiet()
     patches = env.requests("PATCH")
     reconciles = env.metric("controller_runtime_reconcile_total", controller="machinepool",
                             result="success")  # fmt: skip
@@ -270,6 +278,46 @@ async def test_pool_reaches_running_with_node_refs(env: Env) -> None:
     await until(scaled, what="scale in to 2 with the retired Node deleted")
     assert await env.node_exists(0)
     assert await env.node_exists(1)
+
+
+async def test_matching_a_node_is_one_patch_per_node(env: Env, control_plane: ControlPlane) -> None:
+    """Owner annotations and the uninitialized taint go in one request per Node. The
+    workload cluster is reached as ``localhost`` so its requests are counted apart from the
+    management cluster's (the same API server as ``127.0.0.1``)."""
+    host = f"localhost:{control_plane.apiserver_port}"
+    kubeconfig = control_plane.kubeconfig()
+    for entry in kubeconfig["clusters"]:
+        entry["cluster"]["server"] = f"https://{host}"
+    await env.kube.create(CLUSTER, namespace=env.namespace,
+                          body={"metadata": {"name": "c2"}, "spec": {}})  # fmt: skip
+    await env.kube.create(
+        SECRETS, namespace=env.namespace,
+        body={"metadata": {"name": "c2-kubeconfig",
+                           "labels": {"cluster.x-k8s.io/cluster-name": "c2"}},
+              "type": "cluster.x-k8s.io/secret",
+              "stringData": {"value": yaml.safe_dump(kubeconfig)}},
+    )  # fmt: skip
+    await env.create_pool("p2", replicas=3, cluster="c2")
+    await env.provide("p2", [0, 1, 2])
+    for i in range(3):
+        await env.kubelet(i)
+
+    async def matched() -> bool:
+        for i in range(3):
+            node = await env.kube.get(NODES, name=env.node_name(i))
+            annotations = node["metadata"].get("annotations") or {}
+            if annotations.get("cluster.x-k8s.io/owner-name") != "p2" or any(
+                t["key"] == "node.cluster.x-k8s.io/uninitialized"
+                for t in node["spec"].get("taints", [])
+            ):
+                return False
+        status = (await env.pool("p2")).get("status", {})
+        return bool(status.get("phase") == "Running" and status.get("readyReplicas") == 3)
+
+    await until(matched, what="3 Nodes annotated and untainted, the pool Running")
+    await env.quiet()
+    assert env.requests("PATCH", host=host) == 3
+    assert env.requests("POST", host=host) == env.requests("PUT", host=host) == 0
 
 
 async def _has_finalizer(env: Env) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from controller.runtime.store import (
     Store,
     by_label,
     by_owner_uid,
     by_provider_id,
+    cache_form,
     object_key,
     strip_managed_fields,
 )
@@ -28,6 +31,27 @@ def test_keys_are_namespace_slash_name_or_name() -> None:
 def test_managed_fields_are_stripped() -> None:
     obj = _obj("a", meta={"managedFields": [{"manager": "x"}], "uid": "u"})
     assert strip_managed_fields(obj)["metadata"] == {"name": "a", "namespace": "ns", "uid": "u"}
+
+
+def test_cache_form_is_equal_minus_managed_fields_with_keys_shared() -> None:
+    text = (
+        '{"metadata": {"name": "%s", "managedFields": [{"manager": "x"}], "labels": {"a": "b"}},'
+        ' "status": {"conditions": [{"type": "Ready", "lastTransitionTime": "t"}]}}'
+    )
+    one, two = (cache_form(json.loads(text % name)) for name in ("one", "two"))
+    assert one == {
+        "metadata": {"name": "one", "labels": {"a": "b"}},
+        "status": {"conditions": [{"type": "Ready", "lastTransitionTime": "t"}]},
+    }
+
+    def keys(obj: object) -> list[str]:
+        if isinstance(obj, dict):
+            return [k for key, value in obj.items() for k in (key, *keys(value))]
+        if isinstance(obj, list):
+            return [k for item in obj for k in keys(item)]
+        return []
+
+    assert all(a is b for a, b in zip(keys(one), keys(two), strict=True))
 
 
 def test_indexes_follow_updates_and_deletes() -> None:
