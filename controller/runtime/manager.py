@@ -4,7 +4,8 @@ Lifecycle of :meth:`Manager.run`:
 
 1. The probe/metrics server starts (``/healthz`` answers at once; ``/readyz`` only once
    every informer has synced, for a standby replica too, as in controller-runtime).
-2. Every informer starts, leader or not, so a standby has warm caches when it takes over.
+2. Every informer starts, leader or not, so a standby has warm caches when it takes over;
+   so does the event loop lag monitor (:mod:`controller.runtime.looplag`).
 3. With leader election, the controllers start only once this replica holds the Lease; losing
    the Lease cancels them at once and :meth:`run` raises
    :class:`~controller.runtime.leaderelection.LeadershipLost` (the process must exit
@@ -32,6 +33,7 @@ from controller.runtime.controller import Controller
 from controller.runtime.informer import Informer
 from controller.runtime.kube import KubeClient, ResourceLike, resource_name
 from controller.runtime.leaderelection import LeaderElector
+from controller.runtime.looplag import monitor_loop_lag
 from controller.runtime.metrics import REGISTRY
 from controller.runtime.server import ProbeServer
 from controller.runtime.urgency import Urgency
@@ -154,6 +156,9 @@ class Manager:
                 asyncio.create_task(i.run(), name=f"informer {resource_name(k[0])}")
                 for k, i in self._informers.items()
             ] + [asyncio.create_task(run(), name=name) for name, run in self._runnables]
+            informer_tasks.append(
+                asyncio.create_task(monitor_loop_lag(registry=self.registry), name="loop lag")
+            )
             try:
                 await self._run_until_shutdown(shutdown=shutdown)
             finally:
