@@ -110,6 +110,7 @@ READS = ("GET", "LIST", "WATCH")
 STEP_TIMEOUT = 120.0
 BACKLOG_TIMEOUT = 3600.0
 QUIET = 2.0
+SERIES_SETTLE = 6.0
 
 console = Console(stderr=True)
 
@@ -607,7 +608,9 @@ async def run(
                     patch={"spec": {"replicas": 1}},
                 )  # fmt: skip
                 await asyncio.wait_for(future, STEP_TIMEOUT)
-            await _quiet(log)
+            # Longer than the Event recorder's series interval (5 s): a repeated Event of the
+            # last steps is patched that late, and it is not the resync's write.
+            await _quiet(log, idle=SERIES_SETTLE)
             console.print(f"  idle latency p50 {_latency(idle).get('p50_ms')} ms")
 
             # 4. full resync
