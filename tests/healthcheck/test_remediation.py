@@ -238,12 +238,12 @@ async def test_a_machine_condition_past_its_timeout_gets_the_machine_remediated_
     bumped = await env.kube.merge_patch(
         MACHINE, namespace=env.namespace, name=bystander, patch={"spec": {"minReadySeconds": 0}}
     )
-    generation = bumped["metadata"]["generation"]
+    generation = int(bumped["metadata"]["generation"])
     assert generation > before["metadata"]["generation"]
 
     async def rewritten() -> bool:
         machine = await env.kube.get(MACHINE, namespace=env.namespace, name=bystander)
-        return (machine.get("status") or {}).get("observedGeneration") == generation
+        return bool((machine.get("status") or {}).get("observedGeneration") == generation)
 
     await until(rewritten, what="the Machine controller to write the new generation's status")
     kept = await env.kube.get(MACHINE, namespace=env.namespace, name=bystander)
