@@ -24,6 +24,9 @@ _REASON_PATTERNS = [
     r'reason, message = \(\s*"([A-Za-z]+)"',
     r'event\(\s*"(?:Normal|Warning)",\s*"([A-Za-z]+)"',
     r'failure_reason or "([A-Za-z]+)"',
+    r'Verdict\(\s*(?:True|False),\s*"([A-Za-z]+)"',
+    r'set_\(\s*"[A-Za-z]+",\s*"(?:True|False|Unknown)",\s*"([A-Za-z]+)"',
+    r'_event\(\s*\w+,\s*"(?:Normal|Warning)",\s*"([A-Za-z]+)"',
 ]
 
 
@@ -83,6 +86,7 @@ def reasons_in_code() -> set[str]:
     """Condition reasons, Event reasons and provider error codes the controller sets."""
     found: set[str] = set()
     sources = [*(ROOT / "controller" / "machinepool").glob("*.py"),
+               *(ROOT / "controller" / "healthcheck").glob("*.py"),
                ROOT / "controller" / "providers" / "reconciler.py"]  # fmt: skip
     for path in sources:
         text = path.read_text()
@@ -96,7 +100,8 @@ def reasons_in_code() -> set[str]:
 def test_every_reason_the_code_sets_is_in_troubleshooting() -> None:
     reasons = reasons_in_code()
     for known in ("WaitingForNodes", "ReplicasOutOfRange", "InfrastructureNotReady",
-                  "WorkloadClusterNotConnected", "NodeDeleted", "Throttling"):  # fmt: skip
+                  "WorkloadClusterNotConnected", "NodeDeleted", "Throttling",
+                  "UnhealthyMachine", "TooManyUnhealthy", "MachineMarkedUnhealthy"):  # fmt: skip
         assert known in reasons, f"the reason extraction misses {known}"
     text = _doc("troubleshooting.md")
     missing = sorted(r for r in reasons if not _mentioned(text, r))

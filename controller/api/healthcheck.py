@@ -4,7 +4,8 @@ count as unhealthy, and when remediation must stop.
 Field names, types and limits follow Cluster API v1beta2 (``machinehealthcheck_types.go``), so
 a manifest written for Cluster API applies unchanged. Supported: ``clusterName``,
 ``selector``, ``checks.nodeStartupTimeoutSeconds`` (0 disables the startup check),
-``checks.unhealthyNodeConditions``, ``remediation.triggerIf`` (``unhealthyLessThanOrEqualTo``,
+``checks.unhealthyNodeConditions``, ``checks.unhealthyMachineConditions`` (the same, against the
+Machine's own ``status.conditions``), ``remediation.triggerIf`` (``unhealthyLessThanOrEqualTo``,
 an int or a percentage; ``unhealthyInRange`` ``"[a-b]"``, which wins when both are set).
 ``remediation.templateRef`` (external remediation) is accepted and kept, and reported as
 unsupported in the ``RemediationAllowed`` condition's message; machines are then only marked.
@@ -14,7 +15,11 @@ CEL rules stand in for Cluster API's webhook, with messages a person can act on:
 - ``clusterName`` is immutable; the selector must not be empty (an empty selector would
   select every Machine of the cluster);
 - ``unhealthyLessThanOrEqualTo`` is a non-negative int or ``"<0..100>%"``;
-- ``unhealthyInRange`` is ``"[a-b]"`` with ``a <= b``.
+- ``unhealthyInRange`` is ``"[a-b]"`` with ``a <= b``;
+- an ``unhealthyMachineConditions`` type is a condition type (a qualified name) and not one of
+  the conditions the health check and its remediation themselves drive (``Ready``,
+  ``Available``, ``HealthCheckSucceeded``, ``OwnerRemediated``, ``ExternallyRemediated``), as
+  upstream's schema rule.
 
 Difference from upstream: a ``nodeStartupTimeoutSeconds`` below 30 is accepted (upstream's
 webhook refuses it); the schema default stays 600 seconds as upstream.
@@ -37,6 +42,7 @@ from controller.api.machine import ClusterName, Conditions
 from controller.api.schema import Int32, Int64, IntOrString, Rule, SchemaExtra, crd
 
 __all__ = [
+    "FORBIDDEN_MACHINE_CONDITION_TYPES",
     "LabelSelector",
     "LabelSelectorRequirement",
     "MachineHealthCheck",
@@ -46,6 +52,7 @@ __all__ = [
     "MachineHealthCheckSpec",
     "MachineHealthCheckStatus",
     "MachineHealthCheckTriggerIf",
+    "UnhealthyMachineCondition",
     "UnhealthyNodeCondition",
 ]
 
@@ -92,6 +99,51 @@ class UnhealthyNodeCondition(ApiModel):
     """How long the condition must hold before the Machine counts as unhealthy."""
 
 
+#: Machine condition types ``unhealthyMachineConditions`` may not name: the ones the health
+#: check and remediation drive themselves (a check on them would feed back on itself).
+FORBIDDEN_MACHINE_CONDITION_TYPES = (
+    "Ready",
+    "Available",
+    "HealthCheckSucceeded",
+    "OwnerRemediated",
+    "ExternallyRemediated",
+)
+_CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+
+
+class UnhealthyMachineCondition(ApiModel):
+    """A condition of the Machine itself that makes it unhealthy once it has held for a while."""
+
+    type: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=316,
+            pattern=_CONDITION_TYPE_PATTERN,
+            json_schema_extra=crd(
+                rules=[
+                    Rule(
+                        rule="!(self in ["
+                        + ", ".join(f"'{t}'" for t in FORBIDDEN_MACHINE_CONDITION_TYPES)
+                        + "])",
+                        message="must not be one of "
+                        + ", ".join(FORBIDDEN_MACHINE_CONDITION_TYPES)
+                        + ": the health check and remediation set these themselves",
+                    )
+                ]
+            ),
+        ),
+    ]
+    """The Machine condition type, e.g. `InfrastructureReady` or one a provider sets."""
+    status: Literal["True", "False", "Unknown"]
+    """The condition status that counts as unhealthy."""
+    timeout_seconds: _NonNegativeInt32
+    """How long the condition must hold before the Machine counts as unhealthy."""
+
+
 class MachineHealthCheckChecks(ApiModel):
     """What makes a Machine unhealthy."""
 
@@ -104,6 +156,11 @@ class MachineHealthCheckChecks(ApiModel):
         Field(min_length=1, max_length=100, json_schema_extra=crd(list_type="atomic")),
     ] = Field(default_factory=list)
     """Node conditions that, held past their timeout, make the Machine unhealthy."""
+    unhealthy_machine_conditions: Annotated[
+        list[UnhealthyMachineCondition],
+        Field(min_length=1, max_length=100, json_schema_extra=crd(list_type="atomic")),
+    ] = Field(default_factory=list)
+    """Machine conditions that, held past their timeout, make the Machine unhealthy."""
 
 
 class MachineHealthCheckTriggerIf(ApiModel):

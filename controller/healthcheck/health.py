@@ -5,16 +5,22 @@
 
 1. the ``cluster.x-k8s.io/remediate-machine`` annotation → unhealthy
    (``HasRemediateAnnotation``);
-2. no Node, but the Machine had one (``status.nodeRef``, or its ``NodeHealthy``/``NodeReady``
+2. the Machine's own conditions, whatever its Node: unhealthy (``UnhealthyMachine``) once an
+   ``unhealthyMachineConditions`` entry's condition has had the listed status for its
+   ``timeoutSeconds``, counted from the condition's ``lastTransitionTime``. As in Cluster API
+   this reason wins over the Node-based ones below (every failing Machine condition is named
+   in the message);
+3. no Node, but the Machine had one (``status.nodeRef``, or its ``NodeHealthy``/``NodeReady``
    condition says ``NodeDeleted``) → unhealthy (``NodeDeleted``);
-3. no Node yet: healthy while ``nodeStartupTimeoutSeconds`` has not passed since the
+4. no Node yet: healthy while ``nodeStartupTimeoutSeconds`` has not passed since the
    Machine's ``creationTimestamp`` (0 disables the check), then unhealthy
    (``NodeStartupTimeout``);
-4. a Node: unhealthy (``UnhealthyNode``) once a listed condition has had the listed status for
+5. a Node: unhealthy (``UnhealthyNode``) once a listed condition has had the listed status for
    its ``timeoutSeconds``, counted from the condition's ``lastTransitionTime``; else healthy.
 
 A healthy verdict carries ``recheck_in``: the seconds until time alone could make it
-unhealthy (the earliest timeout still running), so the caller requeues for exactly then.
+unhealthy (the earliest timeout still running, Machine and Node conditions and the startup
+timeout alike), so the caller requeues for exactly then.
 Messages hold no elapsed times, so the same facts always give the same message and a
 reconcile that learns nothing new writes nothing.
 
@@ -41,6 +47,7 @@ from controller.api.healthcheck import MachineHealthCheckTriggerIf
 __all__ = [
     "REMEDIATE_MACHINE_ANNOTATION",
     "Budget",
+    "ConditionCheck",
     "NodeCheck",
     "Verdict",
     "machine_health",
@@ -55,12 +62,16 @@ _PERCENT = re.compile(r"^([0-9]+)%$")
 
 
 @dataclass(frozen=True, slots=True)
-class NodeCheck:
-    """One ``unhealthyNodeConditions`` entry."""
+class ConditionCheck:
+    """One ``unhealthyNodeConditions`` or ``unhealthyMachineConditions`` entry."""
 
     type: str
     status: str
     timeout: float
+
+
+#: One ``unhealthyNodeConditions`` entry (the name the Node checks were first given).
+NodeCheck = ConditionCheck
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +105,40 @@ def _had_node(machine: Mapping[str, Any]) -> bool:
     )
 
 
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _held(
+    *, obj: Mapping[str, Any], checks: Sequence[ConditionCheck], now: datetime
+) -> tuple[list[tuple[ConditionCheck, object]], float | None]:
+    """The checks whose condition held past its timeout (with its ``lastTransitionTime``),
+    and the seconds until the earliest of the others that currently match would."""
+    failed: list[tuple[ConditionCheck, object]] = []
+    recheck: float | None = None
+    by_type = {c.get("type"): c for c in _conditions(obj)}
+    for check in checks:
+        cond = by_type.get(check.type)
+        if cond is None or cond.get("status") != check.status:
+            continue
+        since = _time(cond.get("lastTransitionTime")) or now
+        remaining = check.timeout - (now - since).total_seconds()
+        if remaining <= 0:
+            failed.append((check, cond.get("lastTransitionTime")))
+        else:
+            recheck = _earliest(recheck, remaining)
+    return failed, recheck
+
+
 def machine_health(
     *,
     machine: Mapping[str, Any],
     node: Mapping[str, Any] | None,
     startup_timeout: float,
-    node_checks: Sequence[NodeCheck],
+    node_checks: Sequence[ConditionCheck],
+    machine_checks: Sequence[ConditionCheck] = (),
     now: datetime,
 ) -> Verdict:
     """The Machine's health at ``now``; see the module docstring."""
@@ -110,13 +149,29 @@ def machine_health(
             "HasRemediateAnnotation",
             f"the Machine has the {REMEDIATE_MACHINE_ANNOTATION} annotation",
         )
+    failed, recheck = _held(obj=machine, checks=machine_checks, now=now)
+    if failed:
+        return Verdict(
+            False,
+            "UnhealthyMachine",
+            "; ".join(
+                f"Machine condition {check.type} has been {check.status} since {since} "
+                f"(timeout {check.timeout:g}s)"
+                for check, since in failed
+            ),
+        )
     if node is None:
         if _had_node(machine):
             name = ((machine.get("status") or {}).get("nodeRef") or {}).get("name")
             which = f"Node {name}" if name else "Node"
             return Verdict(False, "NodeDeleted", f"the {which} of this Machine was deleted")
         if startup_timeout <= 0:
-            return Verdict(True, "HealthCheckSucceeded", "waiting for a Node (no startup timeout)")
+            return Verdict(
+                True,
+                "HealthCheckSucceeded",
+                "waiting for a Node (no startup timeout)",
+                recheck_in=recheck,
+            )
         created = _time(meta.get("creationTimestamp")) or now
         remaining = startup_timeout - (now - created).total_seconds()
         if remaining <= 0:
@@ -130,27 +185,20 @@ def machine_health(
             True,
             "HealthCheckSucceeded",
             f"waiting up to {startup_timeout:g}s for a Node",
-            recheck_in=remaining,
+            recheck_in=_earliest(recheck, remaining),
         )
 
     node_name = (node.get("metadata") or {}).get("name")
-    recheck: float | None = None
-    by_type = {c.get("type"): c for c in _conditions(node)}
-    for check in node_checks:
-        cond = by_type.get(check.type)
-        if cond is None or cond.get("status") != check.status:
-            continue
-        since = _time(cond.get("lastTransitionTime")) or now
-        remaining = check.timeout - (now - since).total_seconds()
-        if remaining <= 0:
-            return Verdict(
-                False,
-                "UnhealthyNode",
-                f"Node {node_name}: condition {check.type} has been {check.status} since "
-                f"{cond.get('lastTransitionTime')} (timeout {check.timeout:g}s)",
-            )
-        recheck = remaining if recheck is None else min(recheck, remaining)
-    return Verdict(True, "HealthCheckSucceeded", "", recheck_in=recheck)
+    node_failed, node_recheck = _held(obj=node, checks=node_checks, now=now)
+    if node_failed:
+        check, since = node_failed[0]
+        return Verdict(
+            False,
+            "UnhealthyNode",
+            f"Node {node_name}: condition {check.type} has been {check.status} since "
+            f"{since} (timeout {check.timeout:g}s)",
+        )
+    return Verdict(True, "HealthCheckSucceeded", "", recheck_in=_earliest(recheck, node_recheck))
 
 
 @dataclass(frozen=True, slots=True)

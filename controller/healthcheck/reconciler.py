@@ -14,8 +14,10 @@ For one health check key, reading only caches (Machines, Clusters, workload Node
 4. Without a connection to the workload cluster nothing is judged:
    ``RemediationAllowed=Unknown`` (``WorkloadClusterNotConnected``); the Secret's arrival
    (a Node event) or the requeue brings it back.
-5. Each target not being deleted is judged by :func:`.health.machine_health`. Machines being
-   deleted count as neither healthy nor unhealthy (they are already on their way out).
+5. Each target not being deleted is judged by :func:`.health.machine_health` (its own
+   conditions against ``unhealthyMachineConditions``, its Node against
+   ``unhealthyNodeConditions``). Machines being deleted count as neither healthy nor
+   unhealthy (they are already on their way out).
 6. :func:`.health.remediation_budget` decides short-circuiting. When too many are unhealthy:
    ``RemediationAllowed=False`` (``TooManyUnhealthy``) and a Warning Event
    ``RemediationRestricted`` on each transition into that state; unhealthy Machines get only
@@ -50,7 +52,7 @@ from controller.api.healthcheck import MachineHealthCheck
 from controller.api.kinds import MACHINE, MACHINE_HEALTH_CHECK
 from controller.api.labels import PAUSED_ANNOTATION
 from controller.healthcheck.health import (
-    NodeCheck,
+    ConditionCheck,
     Verdict,
     machine_health,
     remediation_budget,
@@ -170,8 +172,12 @@ class HealthCheckReconciler:
         checks = mhc.spec.checks
         startup = checks.node_startup_timeout_seconds
         node_checks = [
-            NodeCheck(type=c.type, status=c.status, timeout=float(c.timeout_seconds))
+            ConditionCheck(type=c.type, status=c.status, timeout=float(c.timeout_seconds))
             for c in checks.unhealthy_node_conditions
+        ]
+        machine_checks = [
+            ConditionCheck(type=c.type, status=c.status, timeout=float(c.timeout_seconds))
+            for c in checks.unhealthy_machine_conditions
         ]
         verdicts: list[tuple[Obj, Verdict]] = []
         for machine in targets:
@@ -182,6 +188,7 @@ class HealthCheckReconciler:
                 node=_node(machine, workload),
                 startup_timeout=600.0 if startup is None else float(startup),
                 node_checks=node_checks,
+                machine_checks=machine_checks,
                 now=now,
             )
             verdicts.append((machine, verdict))

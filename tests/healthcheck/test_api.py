@@ -62,6 +62,17 @@ async def test_a_cluster_api_manifest_applies_and_gets_the_default_startup_timeo
     )  # fmt: skip
     assert ranged["spec"]["remediation"]["triggerIf"]["unhealthyLessThanOrEqualTo"] == 2
 
+    machine_conditions = [
+        {"type": "DiskPressureExample", "status": "True", "timeoutSeconds": 300},
+        {"type": "example.com/Wedged", "status": "Unknown", "timeoutSeconds": 0},
+    ]
+    with_machine = await kube.create(
+        MACHINE_HEALTH_CHECK, namespace=namespace,
+        body=_body("machine-conditions", checks={"unhealthyMachineConditions": machine_conditions}),
+    )  # fmt: skip
+    assert with_machine["spec"]["checks"]["unhealthyMachineConditions"] == machine_conditions
+    assert MachineHealthCheck.from_dict(with_machine).to_dict() == with_machine
+
 
 @pytest.mark.parametrize(
     ("spec", "message"),
@@ -77,9 +88,28 @@ async def test_a_cluster_api_manifest_applies_and_gets_the_default_startup_timeo
         ({"selector": {}}, "must not be empty"),
         ({"selector": {"matchLabels": {}}}, "must not be empty"),
         ({"checks": {"nodeStartupTimeoutSeconds": -5}}, "greater than or equal to 0"),
+        ({"checks": {"unhealthyMachineConditions": [
+            {"type": "DiskPressureExample", "status": "Maybe", "timeoutSeconds": 60}]}},
+         'supported values: "True", "False", "Unknown"'),
+        ({"checks": {"unhealthyMachineConditions": [
+            {"type": "HealthCheckSucceeded", "status": "False", "timeoutSeconds": 60}]}},
+         "must not be one of Ready, Available, HealthCheckSucceeded"),
+        ({"checks": {"unhealthyMachineConditions": [
+            {"type": "Ready", "status": "False", "timeoutSeconds": 60}]}},
+         "must not be one of Ready"),
+        ({"checks": {"unhealthyMachineConditions": [
+            {"type": "not a type", "status": "False", "timeoutSeconds": 60}]}},
+         "should match"),
+        ({"checks": {"unhealthyMachineConditions": [
+            {"type": "DiskPressureExample", "status": "True", "timeoutSeconds": -1}]}},
+         "greater than or equal to 0"),
+        ({"checks": {"unhealthyMachineConditions": []}}, "should have at least 1 items"),
     ],
     ids=["percent-over-100", "not-a-number", "negative", "range-reversed", "range-form",
-         "empty-selector", "empty-match-labels", "negative-timeout"],
+         "empty-selector", "empty-match-labels", "negative-timeout",
+         "machine-condition-status", "machine-condition-forbidden-type",
+         "machine-condition-ready", "machine-condition-type-form",
+         "machine-condition-negative-timeout", "machine-conditions-empty"],
 )  # fmt: skip
 async def test_bad_input_is_refused_with_a_readable_message(
     api_client: client.ApiClient, namespace: str, spec: dict[str, Any], message: str

@@ -11,6 +11,7 @@ import pytest
 from controller.api.healthcheck import LabelSelector, MachineHealthCheckTriggerIf
 from controller.healthcheck.health import (
     REMEDIATE_MACHINE_ANNOTATION,
+    ConditionCheck,
     NodeCheck,
     machine_health,
     remediation_budget,
@@ -20,6 +21,7 @@ from controller.healthcheck.selector import describe, matches
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 READY_FALSE = NodeCheck(type="Ready", status="False", timeout=30)
 READY_UNKNOWN = NodeCheck(type="Ready", status="Unknown", timeout=60)
+DISK_TRUE = ConditionCheck(type="DiskPressureExample", status="True", timeout=45)
 
 
 def _stamp(when: datetime) -> str:
@@ -125,6 +127,92 @@ def test_the_remediate_annotation_wins_over_a_healthy_node() -> None:
     verdict = machine_health(machine=m, node=node("True"), startup_timeout=600, node_checks=[],
                              now=T0)  # fmt: skip
     assert (verdict.healthy, verdict.reason) == (False, "HasRemediateAnnotation")
+
+
+def disk(status: str, *, since: datetime = T0) -> dict[str, Any]:
+    cond = {"type": "DiskPressureExample", "status": status, "lastTransitionTime": _stamp(since)}
+    return {"conditions": [cond]}
+
+
+def test_a_machine_condition_counts_from_its_last_transition_time() -> None:
+    m = machine(status=disk("True", since=T0 + timedelta(seconds=100)))
+
+    before = machine_health(machine=m, node=node("True"), startup_timeout=600,
+                            node_checks=[READY_FALSE], machine_checks=[DISK_TRUE],
+                            now=T0 + timedelta(seconds=110))  # fmt: skip
+    assert before.healthy
+    assert before.recheck_in == pytest.approx(35), "requeue exactly when the timeout expires"
+
+    after = machine_health(machine=m, node=node("True"), startup_timeout=600,
+                           node_checks=[READY_FALSE], machine_checks=[DISK_TRUE],
+                           now=T0 + timedelta(seconds=145))  # fmt: skip
+    assert (after.healthy, after.reason) == (False, "UnhealthyMachine")
+    assert "Machine condition DiskPressureExample has been True since" in after.message
+    assert "45s" in after.message
+
+
+def test_the_earliest_of_machine_and_node_timeouts_is_the_requeue() -> None:
+    m = machine(status=disk("True", since=T0))
+    n = node("False", since=T0 + timedelta(seconds=5))
+    verdict = machine_health(machine=m, node=n, startup_timeout=600, node_checks=[READY_FALSE],
+                             machine_checks=[DISK_TRUE],
+                             now=T0 + timedelta(seconds=10))  # fmt: skip
+    assert verdict.healthy
+    assert verdict.recheck_in == pytest.approx(25), "the Node's 30s from T0+5 expires first"
+
+    no_node = machine_health(machine=m, node=None, startup_timeout=0, node_checks=[],
+                             machine_checks=[DISK_TRUE],
+                             now=T0 + timedelta(seconds=10))  # fmt: skip
+    assert no_node.healthy
+    assert no_node.recheck_in == pytest.approx(35), "no startup timeout, yet a Machine one runs"
+
+    starting = machine_health(machine=m, node=None, startup_timeout=20, node_checks=[],
+                              machine_checks=[DISK_TRUE],
+                              now=T0 + timedelta(seconds=10))  # fmt: skip
+    assert starting.recheck_in == pytest.approx(10), "the startup timeout expires first"
+
+
+def test_a_machine_condition_with_another_status_or_absent_is_healthy_without_requeue() -> None:
+    for m in (machine(status=disk("False")), machine()):
+        verdict = machine_health(machine=m, node=node("True"), startup_timeout=600,
+                                 node_checks=[], machine_checks=[DISK_TRUE],
+                                 now=T0 + timedelta(hours=5))  # fmt: skip
+        assert verdict.healthy
+        assert verdict.recheck_in is None
+
+
+def test_an_unhealthy_machine_condition_wins_over_the_node_based_reasons() -> None:
+    held = disk("True", since=T0)
+    now = T0 + timedelta(seconds=1000)
+    cases = [
+        (machine(status=held), node("False"), "UnhealthyNode"),
+        (machine(status={**held, "nodeRef": {"name": "n1"}}), None, "NodeDeleted"),
+        (machine(status=held), None, "NodeStartupTimeout"),
+    ]
+    for m, n, without in cases:
+        alone = machine_health(machine=m, node=n, startup_timeout=600,
+                               node_checks=[READY_FALSE], now=now)  # fmt: skip
+        assert alone.reason == without
+        verdict = machine_health(machine=m, node=n, startup_timeout=600,
+                                 node_checks=[READY_FALSE], machine_checks=[DISK_TRUE],
+                                 now=now)  # fmt: skip
+        assert (verdict.healthy, verdict.reason) == (False, "UnhealthyMachine")
+
+
+def test_every_failing_machine_condition_is_named_and_the_message_is_stable() -> None:
+    both = machine(status={"conditions": [
+        {"type": "DiskPressureExample", "status": "True", "lastTransitionTime": _stamp(T0)},
+        {"type": "example.com/Wedged", "status": "Unknown", "lastTransitionTime": _stamp(T0)},
+    ]})  # fmt: skip
+    checks = [DISK_TRUE, ConditionCheck(type="example.com/Wedged", status="Unknown", timeout=0)]
+    at = [
+        machine_health(machine=both, node=node("True"), startup_timeout=600, node_checks=[],
+                       machine_checks=checks, now=T0 + timedelta(seconds=s)).message
+        for s in (45, 900)
+    ]  # fmt: skip
+    assert at[0] == at[1]
+    assert "DiskPressureExample" in at[0]
+    assert "example.com/Wedged has been Unknown" in at[0]
 
 
 def trigger(**values: Any) -> MachineHealthCheckTriggerIf:

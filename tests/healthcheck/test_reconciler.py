@@ -336,3 +336,35 @@ async def test_a_conflict_on_a_machine_is_left_to_its_next_event(world: World) -
     await world.reconcile(at=101)
     assert world.conditions("m1")["OwnerRemediated"]["status"] == "False"
     assert world.sample("machinehealthcheck_remediations_total") == 1
+
+
+async def test_a_machine_condition_is_marked_exactly_when_its_timeout_expires(
+    world: World,
+) -> None:
+    world.add_mhc(checks={
+        "nodeStartupTimeoutSeconds": 60,
+        "unhealthyMachineConditions": [
+            {"type": "DiskPressureExample", "status": "True", "timeoutSeconds": 40}],
+    })  # fmt: skip
+    for name in ("m1", "m2"):
+        world.add_machine(name)
+    pressure = {"type": "DiskPressureExample", "status": "True", "reason": "Full",
+                "message": "", "lastTransitionTime": _stamp(T0 + timedelta(seconds=5))}  # fmt: skip
+    machine = world.machines.store.get(f"{NS}/m2")
+    assert machine is not None
+    world.machines.store.upsert({**machine, "status": {"conditions": [pressure]}})
+
+    assert await world.reconcile(at=10) == pytest.approx(35), "requeue for the expiry"
+    assert world.conditions("m2")["HealthCheckSucceeded"]["status"] == "True"
+    assert "OwnerRemediated" not in world.conditions("m2")
+
+    assert await world.reconcile(at=45) is None
+    marked = world.conditions("m2")
+    assert (marked["HealthCheckSucceeded"]["status"], marked["HealthCheckSucceeded"]["reason"]) \
+        == ("False", "UnhealthyMachine")  # fmt: skip
+    assert "DiskPressureExample has been True" in marked["HealthCheckSucceeded"]["message"]
+    assert marked["OwnerRemediated"]["status"] == "False"
+    assert marked["DiskPressureExample"] == pressure, "the foreign condition is kept as it was"
+    assert world.conditions("m1")["HealthCheckSucceeded"]["status"] == "True"
+    assert world.mhc_status()["currentHealthy"] == 1
+    assert world.sample("machinehealthcheck_remediations_total") == 1

@@ -4,7 +4,10 @@ in-memory simulator as the cloud (:func:`tests.machines._env.running_product`).
 A Node is made unhealthy as a node lifecycle controller would: its ``Ready`` condition is
 written through the Node status subresource with a chosen ``lastTransitionTime``. The
 simulated kubelet writes Ready only on registration and when it becomes ready, so it never
-undoes that. An instance whose Node never registers is made with :class:`HeldKubelets`, a
+undoes that. A Machine is made unhealthy by its own condition the same way: a condition the
+Machine controller does not own (``DiskPressureExample``), written through the Machine status
+subresource with a resourceVersion precondition next to the controller's own. An instance
+whose Node never registers is made with :class:`HeldKubelets`, a
 registrar whose kubelets for the next N new instances cannot reach the API server.
 """
 
@@ -21,7 +24,7 @@ from kubernetes_asyncio import client
 from controller.api.kinds import MACHINE, MACHINE_HEALTH_CHECK
 from controller.api.labels import POOL_NAME_LABEL
 from controller.providers.inmemory.nodes import NodeRegistrar, NodeRegistration
-from controller.runtime.kube import NODES, Resource
+from controller.runtime.kube import NODES, ApiError, Resource
 from controller.runtime.store import Obj
 from controller.testing import ControlPlane
 from controller.testing.waiting import until
@@ -118,6 +121,29 @@ async def _set_ready(env: Env, provider_id: str, status: str, *, since: str) -> 
     )  # fmt: skip
 
 
+async def _set_machine_condition(env: Env, name: str, cond: dict[str, Any]) -> None:
+    """Add ``cond`` to the Machine's conditions, keeping the others (a merge patch replaces
+    the list whole, so the write carries the resourceVersion it was computed from)."""
+
+    async def written() -> bool:
+        machine = await env.kube.get(MACHINE, namespace=env.namespace, name=name)
+        others = [c for c in (machine.get("status") or {}).get("conditions") or []
+                  if c["type"] != cond["type"]]  # fmt: skip
+        try:
+            await env.kube.merge_patch(
+                MACHINE, namespace=env.namespace, name=name, subresource="status",
+                patch={"status": {"conditions": [*others, cond]}},
+                resource_version=machine["metadata"]["resourceVersion"],
+            )  # fmt: skip
+        except ApiError as exc:
+            if exc.conflict:
+                return False
+            raise
+        return True
+
+    await until(written, what=f"the {cond['type']} condition written on {name}")
+
+
 async def _mhc(env: Env, name: str = "hc") -> Obj:
     return await env.kube.get(MACHINE_HEALTH_CHECK, namespace=env.namespace, name=name)
 
@@ -184,6 +210,68 @@ async def test_a_node_not_ready_past_its_timeout_is_drained_deleted_and_replaced
         )
         == 4
     )
+
+
+async def test_a_machine_condition_past_its_timeout_gets_the_machine_remediated_and_replaced(
+    env: Env,
+) -> None:
+    await env.create_pool(replicas=3)
+    await converge(env, 3)
+    await _health_check(env, checks={
+        "nodeStartupTimeoutSeconds": 60,
+        "unhealthyMachineConditions": [
+            {"type": "DiskPressureExample", "status": "True", "timeoutSeconds": 3}],
+    })  # fmt: skip
+    await until(lambda: _healthy(env, 3), what="3 healthy machines")
+    victim = env.instances()[0]
+    others = {i.provider_id for i in env.instances()} - {victim.provider_id}
+    victim_machine = (await env.machine_for(victim.provider_id))["metadata"]["name"]
+    bystander = (await env.machine_for(sorted(others)[0]))["metadata"]["name"]
+
+    # On a healthy Machine the same condition with another status is no reason to act, and the
+    # Machine controller's own writes keep it (it owns only its own condition types): a spec
+    # change makes it rewrite every condition it owns for the new generation.
+    await _set_machine_condition(env, bystander, {
+        "type": "DiskPressureExample", "status": "False", "reason": "Fine",
+        "message": "set by the test", "lastTransitionTime": _stamp()})  # fmt: skip
+    before = await env.kube.get(MACHINE, namespace=env.namespace, name=bystander)
+    bumped = await env.kube.merge_patch(
+        MACHINE, namespace=env.namespace, name=bystander, patch={"spec": {"minReadySeconds": 0}}
+    )
+    generation = int(bumped["metadata"]["generation"])
+    assert generation > before["metadata"]["generation"]
+
+    async def rewritten() -> bool:
+        machine = await env.kube.get(MACHINE, namespace=env.namespace, name=bystander)
+        return bool((machine.get("status") or {}).get("observedGeneration") == generation)
+
+    await until(rewritten, what="the Machine controller to write the new generation's status")
+    kept = await env.kube.get(MACHINE, namespace=env.namespace, name=bystander)
+    assert _condition(kept, "DiskPressureExample")["reason"] == "Fine"
+    await _set_machine_condition(env, victim_machine, {
+        "type": "DiskPressureExample", "status": "True", "reason": "Full",
+        "message": "set by the test", "lastTransitionTime": _stamp()})  # fmt: skip
+
+    async def marked() -> bool:
+        return bool(await _events(env, reason="MachineMarkedUnhealthy"))
+
+    await until(marked, what="the Machine to be marked unhealthy")
+    await until(lambda: _gone(env, victim.provider_id), what="the unhealthy instance to go")
+    await converge(env, 3, timeout=90)
+    now = {i.provider_id for i in env.instances()}
+    assert others < now, "a healthy machine was touched"
+    assert (await env.pool_obj())["spec"]["replicas"] == 3, "remediation lowered replicas"
+    await until(lambda: _healthy(env, 3), what="the health check to see 3 healthy machines")
+
+    (marking,) = await _events(env, reason="MachineMarkedUnhealthy")
+    assert victim_machine in marking["message"]
+    assert "Machine condition DiskPressureExample has been True" in marking["message"]
+    (remediated,) = await _events(env, reason="MachineRemediated")
+    assert victim_machine in remediated["message"]
+    assert "UnhealthyMachine" in remediated["message"]
+    kept = await env.kube.get(MACHINE, namespace=env.namespace, name=bystander)
+    assert _condition(kept, "DiskPressureExample")["status"] == "False"
+    assert _condition(kept, "HealthCheckSucceeded")["status"] == "True"
 
 
 async def test_an_instance_whose_node_never_registers_is_replaced_after_the_startup_timeout(
