@@ -523,6 +523,14 @@ async def test_killed_leader_is_replaced_and_leaders_never_overlap(
             timeout=5,
             what="the last standby to observe the new leader",
         )
+        # The Lease sampler must have seen this leader too before it hands over (the samples
+        # are checked against the leading intervals below); on a loaded machine its reads can
+        # lag the short time the new leader holds on.
+        await _eventually(
+            lambda: any(holder == new.identity for _, _, holder in samples),
+            timeout=10,
+            what="the Lease sampler to see the new leader",
+        )
 
         # SIGTERM with --release-on-cancel: the last standby takes over at once.
         terminated = time.monotonic()
