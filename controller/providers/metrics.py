@@ -13,11 +13,9 @@ ask for them any number of times).
 
 from __future__ import annotations
 
-import weakref
-
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from controller.runtime.metrics import REGISTRY
+from controller.runtime.metrics import REGISTRY, per_registry
 
 __all__ = ["ProviderMetrics", "provider_metrics"]
 
@@ -49,14 +47,9 @@ class ProviderMetrics:
         self.duration.labels(provider, operation).observe(seconds)
 
 
-_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, ProviderMetrics] = (
-    weakref.WeakKeyDictionary()
-)
+_of_registry = per_registry(lambda registry: ProviderMetrics(registry=registry))
 
 
 def provider_metrics(registry: CollectorRegistry = REGISTRY) -> ProviderMetrics:
     """The one :class:`ProviderMetrics` of ``registry``."""
-    metrics = _by_registry.get(registry)
-    if metrics is None:
-        metrics = _by_registry[registry] = ProviderMetrics(registry=registry)
-    return metrics
+    return _of_registry(registry)

@@ -53,7 +53,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import ApiError
-from controller.runtime.metrics import REGISTRY
+from controller.runtime.metrics import REGISTRY, per_registry
 from controller.runtime.urgency import URGENT_PRIORITY, Urgency, UrgentKeys
 from controller.runtime.workqueue import (
     HIGH_PRIORITY,
@@ -154,15 +154,10 @@ class ControllerMetrics:
         self.active.labels(controller).set(0)
 
 
-_metrics_by_registry: dict[int, ControllerMetrics] = {}
-
-
+@per_registry
 def controller_metrics(registry: CollectorRegistry) -> ControllerMetrics:
     """The one :class:`ControllerMetrics` of ``registry``."""
-    metrics = _metrics_by_registry.get(id(registry))
-    if metrics is None:
-        metrics = _metrics_by_registry[id(registry)] = ControllerMetrics(registry=registry)
-    return metrics
+    return ControllerMetrics(registry=registry)
 
 
 KeyMapper = Callable[[InformerEvent], Iterable[str]]

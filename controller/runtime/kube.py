@@ -31,7 +31,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
-from controller.runtime.metrics import REGISTRY
+from controller.runtime.metrics import REGISTRY, per_registry
 from controller.runtime.urgency import note_write
 
 Obj = dict[str, Any]
@@ -185,20 +185,14 @@ class RestMetrics:
         self.requests = _requests_counter(registry)
 
 
-_counters: dict[int, tuple[CollectorRegistry, Counter]] = {}
-
-
+@per_registry
 def _requests_counter(registry: CollectorRegistry) -> Counter:
-    found = _counters.get(id(registry))
-    if found is None or found[0] is not registry:
-        counter = Counter(
-            "rest_client_requests_total",
-            "Number of HTTP requests, partitioned by status code, method, and host.",
-            ["code", "method", "host"],
-            registry=registry,
-        )
-        found = _counters[id(registry)] = (registry, counter)
-    return found[1]
+    return Counter(
+        "rest_client_requests_total",
+        "Number of HTTP requests, partitioned by status code, method, and host.",
+        ["code", "method", "host"],
+        registry=registry,
+    )
 
 
 def rest_metrics_for(registry: CollectorRegistry = REGISTRY) -> RestMetrics:

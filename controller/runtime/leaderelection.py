@@ -61,7 +61,6 @@ import random
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,7 +71,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
 from controller.runtime.kube import LEASES, ApiError, KubeClient, Obj
-from controller.runtime.metrics import REGISTRY
+from controller.runtime.metrics import REGISTRY, per_registry
 
 __all__ = ["JITTER_FACTOR", "LeaderElector", "LeadershipLost", "default_identity"]
 
@@ -107,20 +106,14 @@ class _Observation:
     at: float  # local monotonic time we first saw ``record`` in this form
 
 
-_GAUGES: weakref.WeakKeyDictionary[CollectorRegistry, Gauge] = weakref.WeakKeyDictionary()
-
-
+@per_registry
 def _master_status(registry: CollectorRegistry) -> Gauge:
-    gauge = _GAUGES.get(registry)
-    if gauge is None:
-        gauge = Gauge(
-            "leader_election_master_status",
-            "1 while this process holds the leader-election lease 'name', 0 while on standby.",
-            ["name"],
-            registry=registry,
-        )
-        _GAUGES[registry] = gauge
-    return gauge
+    return Gauge(
+        "leader_election_master_status",
+        "1 while this process holds the leader-election lease 'name', 0 while on standby.",
+        ["name"],
+        registry=registry,
+    )
 
 
 def _micro_time() -> str:

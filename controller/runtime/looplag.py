@@ -16,27 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Histogram
 
+from controller.runtime.metrics import per_registry
+
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-_HISTOGRAMS: weakref.WeakKeyDictionary[CollectorRegistry, Histogram] = weakref.WeakKeyDictionary()
 
-
+@per_registry
 def lag_histogram(registry: CollectorRegistry) -> Histogram:
     """The one ``machinepool_event_loop_lag_seconds`` of ``registry``."""
-    histogram = _HISTOGRAMS.get(registry)
-    if histogram is None:
-        histogram = _HISTOGRAMS[registry] = Histogram(
-            "machinepool_event_loop_lag_seconds",
-            "How late the event loop woke a task that asked to run at a given time",
-            buckets=LAG_BUCKETS,
-            registry=registry,
-        )
-    return histogram
+    return Histogram(
+        "machinepool_event_loop_lag_seconds",
+        "How late the event loop woke a task that asked to run at a given time",
+        buckets=LAG_BUCKETS,
+        registry=registry,
+    )
 
 
 async def monitor_loop_lag(
