@@ -17,6 +17,8 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from controller.runtime.metrics import per_registry
+
 __all__ = ["HealthCheckMetrics", "healthcheck_metrics"]
 
 
@@ -62,12 +64,7 @@ class HealthCheckMetrics:
                 metric.remove(namespace, name)
 
 
-_by_registry: dict[int, HealthCheckMetrics] = {}
-
-
+@per_registry
 def healthcheck_metrics(registry: CollectorRegistry) -> HealthCheckMetrics:
     """The one :class:`HealthCheckMetrics` of ``registry``."""
-    metrics = _by_registry.get(id(registry))
-    if metrics is None:
-        metrics = _by_registry[id(registry)] = HealthCheckMetrics(registry=registry)
-    return metrics
+    return HealthCheckMetrics(registry=registry)

@@ -41,6 +41,7 @@ what is left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -315,10 +316,11 @@ class Controller:
             )
             try:
                 async with asyncio.timeout(self.reconcile_timeout) as deadline:
-                    if self._urgent is not None:
-                        with self._urgent.urgency.reconciling(urgent=urgent):
-                            result = await self.reconciler.reconcile(key)
-                    else:
+                    with (
+                        self._urgent.urgency.reconciling(urgent=urgent)
+                        if self._urgent is not None
+                        else contextlib.nullcontext()
+                    ):
                         result = await self.reconciler.reconcile(key)
             except TerminalError as exc:
                 metrics.errors.labels(name).inc()
