@@ -145,7 +145,7 @@ async def test_watch_namespace_narrows_rbac_to_a_role(helm: Helm) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "mpc-machinepool-controller", "namespace": "mpc-system"}
     ]
-    assert _parse_run_args(_container(docs)["args"]).namespace == "team-a"
+    assert _parse_run_args(_container(docs)["args"]).namespaces == ("team-a",)
 
 
 async def test_rbac_is_least_privilege(helm: Helm) -> None:
