@@ -42,6 +42,7 @@ from controller.providers.inmemory.workload import KubeNodeRegistrar
 from controller.providers.reconciler import PoolAdapter
 from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.events import EventRecorder
+from controller.runtime.informer import Namespaces
 from controller.runtime.kube import ApiError, KubeClient
 from controller.runtime.leaderelection import LeadershipLost
 from controller.runtime.manager import LeaderElectionOptions, Manager, ManagerOptions
@@ -141,7 +142,7 @@ async def run_controller(options: RunOptions) -> int:
             "starting",
             server=cfg.host,
             server_version=version,
-            namespace=options.namespace or "(all)",
+            namespaces=",".join(options.namespaces) or "(all)",
             leader_election=options.leader_elect,
             feature_gates=gates.describe(),
             watch_filter=options.label_selector() or "(none)",
@@ -171,7 +172,7 @@ async def run_controller(options: RunOptions) -> int:
             if enabled:
                 setup_controllers(
                     manager=manager,
-                    namespace=options.namespace,
+                    namespace=options.namespaces,
                     pools="machinepool" in options.controllers,
                     providers=providers,
                     recorder=recorder,
@@ -182,7 +183,7 @@ async def run_controller(options: RunOptions) -> int:
             if aws is not None:
                 setup_aws_controller(
                     manager=manager,
-                    namespace=options.namespace,
+                    namespace=options.namespaces,
                     provider=aws,
                     recorder=recorder,
                     concurrency=options.concurrency,
@@ -198,7 +199,7 @@ async def run_controller(options: RunOptions) -> int:
 def setup_controllers(
     *,
     manager: Manager,
-    namespace: str | None,
+    namespace: Namespaces,
     pools: bool,
     providers: Sequence[tuple[PoolAdapter, InstanceGroupProvider | None]],
     recorder: EventRecorder | None,

@@ -31,7 +31,7 @@ from controller.machinepool.reconciler import MachinePoolReconciler
 from controller.runtime.controller import Controller
 from controller.runtime.discovery import RestMapper, ServedResource
 from controller.runtime.events import EventRecorder
-from controller.runtime.informer import Informer, InformerEvent
+from controller.runtime.informer import Informer, InformerEvent, Namespaces
 from controller.runtime.kube import rest_metrics_for
 from controller.runtime.manager import Manager
 from controller.runtime.store import CONTROLLER_OWNER_INDEX, Obj, controller_owner_keys
@@ -86,7 +86,7 @@ class MachinePoolController:
 def setup_machinepool_controller(
     *,
     manager: Manager,
-    namespace: str | None,
+    namespace: Namespaces,
     infra_kinds: Sequence[Kind],
     recorder: EventRecorder | None,
     concurrency: int,

@@ -14,8 +14,8 @@ Lifecycle of :meth:`Manager.run`:
    reconciles get ``graceful_shutdown_timeout`` seconds to finish; then informers stop, the
    Lease is released when configured, and :meth:`run` returns.
 
-Informers are shared: asking twice for the same resource, namespace and label selector gives
-the same informer.
+Informers are shared: asking twice for the same resource, namespaces and label selector gives
+the same informer (one informer covers several namespaces; see :mod:`controller.runtime.informer`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from controller.runtime.controller import Controller
-from controller.runtime.informer import Informer
+from controller.runtime.informer import Informer, Namespaces, namespace_scope
 from controller.runtime.kube import KubeClient, ResourceLike, resource_name
 from controller.runtime.leaderelection import LeaderElector
 from controller.runtime.looplag import monitor_loop_lag
@@ -75,7 +75,9 @@ class Manager:
         self.kube = kube
         self.options = options or ManagerOptions()
         self.registry = registry
-        self._informers: dict[tuple[ResourceLike, str | None, str | None], Informer] = {}
+        self._informers: dict[
+            tuple[ResourceLike, tuple[str | None, ...], str | None], Informer
+        ] = {}
         self._controllers: list[Controller] = []
         #: Shared by the controllers: a person's change and its chain go first (see urgency).
         self.urgency = Urgency()
@@ -109,11 +111,13 @@ class Manager:
         self,
         resource: ResourceLike,
         *,
-        namespace: str | None = None,
+        namespace: Namespaces = None,
         label_selector: str | None = None,
     ) -> Informer:
-        """The shared informer for ``resource`` (in ``namespace``, with ``label_selector``)."""
-        key = (resource, namespace, label_selector)
+        """The shared informer for ``resource`` (in ``namespace``: one name, a tuple of names,
+        or ``None`` for all; with ``label_selector``)."""
+        scope = namespace_scope(namespace if resource.namespaced else None)
+        key = (resource, scope, label_selector)
         informer = self._informers.get(key)
         if informer is None:
             informer = Informer(

@@ -43,6 +43,9 @@ ALL_FEATURES: dict[str, Any] = {
 }
 
 
+_NAME = "mpc-machinepool-controller"
+
+
 def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     deployment = find(docs, "Deployment")
     containers = deployment["spec"]["template"]["spec"]["containers"]
@@ -145,7 +148,36 @@ async def test_watch_namespace_narrows_rbac_to_a_role(helm: Helm) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "mpc-machinepool-controller", "namespace": "mpc-system"}
     ]
-    assert _parse_run_args(_container(docs)["args"]).namespace == "team-a"
+    assert _parse_run_args(_container(docs)["args"]).namespaces == ("team-a",)
+
+
+async def test_watch_namespaces_render_a_role_in_each_and_no_cluster_role(helm: Helm) -> None:
+    docs = await helm.render(values={"watchNamespaces": ["team-a", "team-b"]})
+    assert "ClusterRole" not in kinds(docs)
+    assert "ClusterRoleBinding" not in kinds(docs)
+    cluster_rules = find(await helm.render(), "ClusterRole")["rules"]
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == _NAME]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    # The same rules, each namespace's Role granting there what the ClusterRole grants.
+    assert all(r["rules"] == cluster_rules for r in roles)
+    bindings = [d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == _NAME]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": _NAME,
+        }  # fmt: skip
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": _NAME, "namespace": "mpc-system"}
+        ]
+    # The Lease Role stays in the release namespace, whatever is watched.
+    lease = find(docs, "Role", f"{_NAME}-leader-election")
+    assert lease["metadata"]["namespace"] == "mpc-system"
+    assert _parse_run_args(_container(docs)["args"]).namespaces == ("team-a", "team-b")
+    # The older single value joins the list.
+    docs = await helm.render(values={"watchNamespaces": ["team-a"], "watchNamespace": "team-c"})
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == _NAME]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-c"]
+    assert _parse_run_args(_container(docs)["args"]).namespaces == ("team-a", "team-c")
 
 
 async def test_rbac_is_least_privilege(helm: Helm) -> None:
@@ -157,12 +189,28 @@ async def test_rbac_is_least_privilege(helm: Helm) -> None:
     }  # fmt: skip
     # Nothing is ever created, updated (PUT) or deleted cluster-wide except as listed.
     assert all("*" not in v and "update" not in v and "escalate" not in v for v in verbs.values())
-    # Created: Events, the pool's Machines, and the per-instance infra machines.
+    # Created: Events, the pool's Machines, and the per-instance infra machines; never an
+    # infra pool (a person or tool creates it).
     creators = {("events.k8s.io", "events"), ("cluster.x-k8s.io", "machines"),
-                ("infrastructure.cluster.x-k8s.io", "inmemorymachines"),
-                ("infrastructure.cluster.x-k8s.io", "inmemorymachinepools")}  # fmt: skip
-    assert all("create" not in v for k, v in verbs.items() if k not in creators)
+                ("infrastructure.cluster.x-k8s.io", "inmemorymachines")}  # fmt: skip
+    assert {k for k, v in verbs.items() if "create" in v} == creators
+    # Exactly the verbs the code sends: informers list and watch, and only objects read by
+    # reference (infra pools, bootstrap configs, bootstrap data Secrets) are read with GET.
+    assert verbs[("cluster.x-k8s.io", "machinepools")] == {"list", "watch", "patch"}
+    assert verbs[("cluster.x-k8s.io", "machines")] == {"list", "watch", "create", "patch", "delete"}
+    assert verbs[("cluster.x-k8s.io", "clusters")] == {"list", "watch"}
+    assert verbs[("cluster.x-k8s.io", "machinehealthchecks")] == {"list", "watch"}
+    assert verbs[("infrastructure.cluster.x-k8s.io", "inmemorymachinepools")] == {
+        "get", "list", "watch", "patch", "delete",
+    }  # fmt: skip
+    assert verbs[("infrastructure.cluster.x-k8s.io", "inmemorymachines")] == {
+        "list", "watch", "create", "patch", "delete",
+    }  # fmt: skip
+    assert verbs[("bootstrap.cluster.x-k8s.io", "*")] == {"get", "patch", "delete"}
     assert verbs[("", "secrets")] == {"get", "list", "watch"}
+    assert verbs[("events.k8s.io", "events")] == {"create", "patch"}
+    statuses = {k for k in verbs if k[1].endswith("/status")}
+    assert all(verbs[k] == {"patch"} for k in statuses)
     assert ("", "nodes") not in verbs  # Nodes live in workload clusters, reached by kubeconfig
     lease = find(docs, "Role", "mpc-machinepool-controller-leader-election")["rules"]
     by_name = [r for r in lease if r.get("resourceNames")]
@@ -189,6 +237,9 @@ async def test_rbac_is_least_privilege(helm: Helm) -> None:
         ({"serviceAccount": {"workloadIdentity": {"awsRoleArn": "my-role"}}},
          "/serviceAccount/workloadIdentity/awsRoleArn"),
         ({"watchNamespace": "Team_A"}, "/watchNamespace"),
+        ({"watchNamespaces": ["team-a", "Team_B"]}, "/watchNamespaces/1"),
+        ({"watchNamespaces": [""]}, "/watchNamespaces/0"),
+        ({"rbac": {"infrastructureResources": ["awsmachinepools"]}}, "infrastructureResources"),
         ({"extraArgs": ["leader-elect"]}, "/extraArgs/0"),
         ({"metrics": {"prometheusRule": {"notConvergingFor": "half an hour"}}},
          "/metrics/prometheusRule/notConvergingFor"),
