@@ -23,9 +23,9 @@ from controller.providers.base import (
     ThrottledError,
 )
 from controller.providers.inmemory.client import InMemoryProvider
-from controller.providers.metrics import MAX_CODES, OTHER_CODE
 from controller.providers.inmemory.server import SimulatorServer
 from controller.providers.inmemory.simulator import Simulator
+from controller.providers.metrics import MAX_CODES, OTHER_CODE
 from controller.testing.ports import free_port
 from controller.testing.waiting import until
 
