@@ -38,6 +38,7 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from controller.runtime.kube import ApiError, KubeClient
 
@@ -221,7 +222,7 @@ class MetricsAuth:
             )
         return None
 
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    def middleware(self) -> Middleware:
         """An aiohttp middleware putting :meth:`check` in front of every handler."""
 
         @web.middleware

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import ssl
 import uuid
@@ -220,13 +221,13 @@ async def test_run_serves_metrics_securely_by_default_and_plainly_when_asked(
                 )
                 if not extra:
                     bearer = f"Bearer {reader}"
-                    await until(lambda url=https: _up(url), timeout=30, what="https /metrics")
+                    await until(functools.partial(_up, https), timeout=30, what="https /metrics")
                     assert await _answers(https, authorization=bearer) == 200
                     assert await _answers(https, authorization=f"Bearer {stranger}") == 403
                     assert await _answers(https) == 401
                     assert await _answers(http) is None
                 else:
-                    await until(lambda url=http: _up(url), timeout=30, what="http /metrics")
+                    await until(functools.partial(_up, http), timeout=30, what="http /metrics")
                     assert await _answers(http) == 200  # no token needed, as asked
                     assert await _answers(https) is None
                 proc.send_signal(signal.SIGTERM)

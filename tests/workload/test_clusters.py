@@ -134,8 +134,13 @@ async def test_many_workload_servers_do_not_grow_the_host_label(
             for _ in names
         ]
         tasks = [asyncio.create_task(secrets.run()), asyncio.create_task(clusters.run())]
-        stack.push_async_callback(asyncio.gather, *tasks, return_exceptions=True)
-        stack.callback(lambda: [task.cancel() for task in tasks])
+
+        async def stop() -> None:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        stack.push_async_callback(stop)
         for name, proxy in zip(names, proxies, strict=True):
             config = control_plane.kubeconfig()
             config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
