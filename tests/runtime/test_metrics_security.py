@@ -9,6 +9,7 @@ command: secure by default, plain HTTP with ``--metrics-secure=false``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import functools
@@ -23,11 +24,19 @@ import pytest
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
+from controller.options import OptionError, RunOptions, add_run_arguments
 from controller.runtime.kube import KubeClient, Resource, RestMetrics
 from controller.runtime.manager import Manager, ManagerOptions
 from controller.runtime.metricsauth import MetricsAuth
 from controller.runtime.server import ProbeServer
-from controller.runtime.servingcert import CERT_FILE, KEY_FILE, self_signed, self_signed_pem
+from controller.runtime.servingcert import (
+    CERT_FILE,
+    KEY_FILE,
+    CertificateError,
+    ServingCertificate,
+    self_signed,
+    self_signed_pem,
+)
 from controller.testing import ControlPlane
 from controller.testing.ports import free_port
 from controller.testing.waiting import until
@@ -174,13 +183,63 @@ async def test_a_certificate_directory_is_served_and_trusted_by_its_ca(
     reader = await _token(kube, namespace=namespace, name="prometheus")
     manager = Manager(kube=kube, registry=registry, options=ManagerOptions(
         metrics_address="127.0.0.1:0", health_address="0", metrics_secure=True,
-        metrics_cert_dir=tmp_path,
+        metrics_cert_dir=tmp_path, metrics_cert_reload_period=0.1,
     ))  # fmt: skip
     verify = ssl.create_default_context(cadata=cert.decode())
     async with metrics_reader(kube, namespace=namespace, account="prometheus"), running(manager):
         url = f"https://localhost:{manager.probes.metrics_port}/metrics"
         status, _ = await _scrape(url, authorization=f"Bearer {reader}", tls=verify)
-    assert status == 200
+        assert status == 200
+
+        # Rotation (cert-manager renewing the Secret): the new pair is served without a
+        # restart, and the old CA no longer verifies it.
+        rotated, rotated_key = self_signed_pem()
+        (tmp_path / "next.key").write_bytes(rotated_key)
+        (tmp_path / "next.crt").write_bytes(rotated)
+        (tmp_path / "next.key").replace(tmp_path / KEY_FILE)
+        (tmp_path / "next.crt").replace(tmp_path / CERT_FILE)
+        verify_rotated = ssl.create_default_context(cadata=rotated.decode())
+
+        async def serves_rotated() -> bool:
+            try:
+                return (await _scrape(url, authorization=f"Bearer {reader}",
+                                      tls=verify_rotated))[0] == 200  # fmt: skip
+            except aiohttp.ClientError:
+                return False
+
+        await until(serves_rotated, timeout=10, what="the rotated certificate served")
+        with pytest.raises(aiohttp.ClientError):
+            await _scrape(url, authorization=f"Bearer {reader}", tls=verify)
+
+
+def _options(*args: str) -> RunOptions:
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_run_arguments(parser)
+    return RunOptions.from_args(parser.parse_args(list(args)), environ={})
+
+
+def test_metrics_secure_flag_is_on_by_default_and_takes_gos_boolean_forms(tmp_path: Path) -> None:
+    assert _options().metrics_secure is True
+    assert _options("--metrics-secure").metrics_secure is True
+    assert _options("--metrics-secure=false").metrics_secure is False
+    assert _options("--metrics-secure=true").metrics_secure is True
+    with pytest.raises(OptionError, match=r"--metrics-cert-path .*: no tls\.crt or tls\.key"):
+        _options("--metrics-cert-path", str(tmp_path))
+    (tmp_path / CERT_FILE).write_text("x")
+    (tmp_path / KEY_FILE).write_text("x")
+    assert _options("--metrics-cert-path", str(tmp_path)).metrics_cert_path == tmp_path
+    with pytest.raises(OptionError, match="--metrics-cert-path needs --metrics-secure"):
+        _options("--metrics-secure=false", "--metrics-cert-path", str(tmp_path))
+
+
+def test_an_unloadable_certificate_is_one_line_naming_the_directory(tmp_path: Path) -> None:
+    (tmp_path / CERT_FILE).write_text("not a certificate")
+    (tmp_path / KEY_FILE).write_text("not a key: s3cr3t")
+    with pytest.raises(CertificateError) as err:
+        ServingCertificate(directory=tmp_path)
+    assert str(err.value) == (
+        f"--metrics-cert-path {tmp_path}: cannot load tls.crt/tls.key (SSLError)"
+    )
 
 
 # ---------------------------------------------------------------- `run`, for real
