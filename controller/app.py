@@ -47,6 +47,7 @@ from controller.runtime.kube import ApiError, KubeClient
 from controller.runtime.leaderelection import LeadershipLost
 from controller.runtime.manager import LeaderElectionOptions, Manager, ManagerOptions
 from controller.runtime.server import BindError
+from controller.runtime.servingcert import CertificateError
 from controller.runtime.signals import shutdown_on_signals
 
 _log = structlog.get_logger(__name__)
@@ -118,6 +119,8 @@ def manager_options(options: RunOptions) -> ManagerOptions:
         graceful_shutdown_timeout=options.graceful_shutdown_timeout,
         metrics_address=options.metrics_bind_address,
         health_address=options.health_probe_bind_address,
+        metrics_secure=options.metrics_secure,
+        metrics_cert_dir=options.metrics_cert_path,
         leader_election=election,
     )
 
@@ -128,7 +131,10 @@ async def run_controller(options: RunOptions) -> int:
     async with shutdown_on_signals() as shutdown, client.ApiClient(configuration=cfg) as api:
         kube = KubeClient(api=api)
         version = await preflight(kube=kube)
-        manager = Manager(kube=kube, options=manager_options(options))
+        try:
+            manager = Manager(kube=kube, options=manager_options(options))
+        except CertificateError as exc:
+            raise StartupError(str(exc)) from exc
         recorder = EventRecorder(kube=kube)
         gates = options.feature_gates
         manager.probes.readyz.add_note(name="featureGates", note=gate_note(options))

@@ -73,6 +73,16 @@ def parse_duration(value: str) -> float:
     return total
 
 
+def _bool(value: str) -> bool:
+    """Go's flag booleans: ``--flag``, ``--flag=true``, ``--flag=false`` (and 1/0, t/f)."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "t", "true"):
+        return True
+    if lowered in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+
+
 def _duration(value: str) -> float:
     try:
         return parse_duration(value)
@@ -108,6 +118,8 @@ class RunOptions:
     aws_poll_interval: float = 60.0
     feature_gates: FeatureGates = field(default_factory=default_feature_gates)
     watch_filter: str | None = None
+    metrics_secure: bool = True
+    metrics_cert_path: Path | None = None
 
     @property
     def machine_pool_enabled(self) -> bool:
@@ -158,6 +170,8 @@ class RunOptions:
             aws_poll_interval=args.aws_poll_interval,
             feature_gates=gates,
             watch_filter=args.watch_filter or None,
+            metrics_secure=args.metrics_secure,
+            metrics_cert_path=args.metrics_cert_path,
         )
         options.check()
         return options
@@ -196,6 +210,16 @@ class RunOptions:
                 parse_bind_address(address)
             except ValueError as exc:
                 raise OptionError(f"{flag}: {exc}") from None
+        if self.metrics_cert_path is not None:
+            if not self.metrics_secure:
+                raise OptionError("--metrics-cert-path needs --metrics-secure (plain HTTP has no "
+                                  "certificate)")  # fmt: skip
+            missing = [f for f in ("tls.crt", "tls.key")
+                       if not (self.metrics_cert_path / f).is_file()]  # fmt: skip
+            if missing:
+                raise OptionError(
+                    f"--metrics-cert-path {self.metrics_cert_path}: no {' or '.join(missing)}"
+                )
         if self.inmemory_endpoint and not re.match(r"^https?://", self.inmemory_endpoint):
             raise OptionError(
                 f"--inmemory-endpoint {self.inmemory_endpoint!r} is not an http(s):// URL"
@@ -337,6 +361,24 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-bind-address",
         default=":8080",
         help="address for /metrics, or 0 to disable (default: :8080)",
+    )
+    add(
+        "--metrics-secure",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="true|false",
+        help="serve /metrics over HTTPS, only to callers whose bearer token the API server "
+        "authenticates (TokenReview) and authorizes for GET /metrics (SubjectAccessReview); "
+        "false: plain HTTP, open to anyone who reaches the port (default: true)",
+    )
+    add(
+        "--metrics-cert-path",
+        type=Path,
+        default=None,
+        help="directory with tls.crt and tls.key for /metrics, reloaded when they change "
+        "(default: a self-signed certificate made at start)",
     )
     add(
         "--health-probe-bind-address",

@@ -31,7 +31,14 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.config.kube_config import KubeConfigLoader
 
 from controller.runtime.informer import Informer, InformerEvent
-from controller.runtime.kube import NODES, SECRETS, KubeClient, Resource, RestMetrics
+from controller.runtime.kube import (
+    NODES,
+    SECRETS,
+    WORKLOAD_HOST,
+    KubeClient,
+    Resource,
+    RestMetrics,
+)
 from controller.runtime.store import Obj, by_provider_id
 
 CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
@@ -191,7 +198,10 @@ class WorkloadClusters:
         self._errors.pop(key, None)
         api = client.ApiClient(configuration=cfg)
         kube = KubeClient(
-            api=api, metrics=self._rest_metrics, request_timeout=self._request_timeout
+            api=api,
+            metrics=self._rest_metrics,
+            metrics_host=WORKLOAD_HOST,  # the address is the tenant's: not a label value
+            request_timeout=self._request_timeout,
         )
         nodes = Informer(
             kube=kube,

@@ -55,7 +55,7 @@ def _run_args(kubeconfig: str, namespace: str, sim_port: int, metrics_port: int)
     return [
         "run", "--kubeconfig", kubeconfig, "--namespace", namespace,
         "--inmemory-endpoint", f"http://127.0.0.1:{sim_port}",
-        "--metrics-bind-address", f"127.0.0.1:{metrics_port}",
+        "--metrics-bind-address", f"127.0.0.1:{metrics_port}", "--metrics-secure=false",
         "--health-probe-bind-address", "0", "--log-level", "info",
         "--concurrency", "4", "--reconcile-timeout", "20s",
     ]  # fmt: skip

@@ -84,9 +84,13 @@ async def _controller(
             await proc.wait()
 
 
-async def _http_get(url: str) -> tuple[int, str]:
+async def _http_get(url: str, *, authorization: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": authorization} if authorization else {}
     try:
-        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, headers=headers, ssl=False) as resp,
+        ):
             return resp.status, await resp.text()
     except aiohttp.ClientConnectionError:
         return 0, ""
@@ -127,7 +131,12 @@ async def test_controller_runs_a_pool_with_only_the_charts_rbac(
     release = f"r{uuid.uuid4().hex[:6]}"
     metrics_port, health_port = free_port(), free_port()
     values: dict[str, Any] = {
-        "metrics": {"port": metrics_port},
+        "metrics": {
+            "port": metrics_port,
+            "readerSubjects": [
+                {"kind": "ServiceAccount", "name": "prometheus", "namespace": namespace}
+            ],
+        },
         "health": {"port": health_port},
         "logging": {"format": "console"},
     }
@@ -140,9 +149,12 @@ async def test_controller_runs_a_pool_with_only_the_charts_rbac(
         values["extraArgs"] = [f"--namespace={namespace}"]
     docs = await helm.render(values=values, namespace=namespace, release=release)
     rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
-    assert {d["kind"] for d in rbac} == (
-        RBAC_KINDS - ({"ClusterRole", "ClusterRoleBinding"} if scope != "cluster" else set())
-    )
+    assert {d["kind"] for d in rbac} == RBAC_KINDS
+    if scope != "cluster":  # cluster-scoped: only what the secure metrics endpoint needs
+        assert {d["metadata"]["name"] for d in rbac if d["kind"].startswith("Cluster")} == {
+            f"{release}-machinepool-controller-metrics-auth",
+            f"{release}-machinepool-controller-metrics-reader",
+        }
     if scope == "namespaces":
         roles = [d for d in rbac if d["kind"] == "Role" and d["metadata"]["namespace"] == second]
         assert len(roles) == 1
@@ -162,6 +174,14 @@ async def test_controller_runs_a_pool_with_only_the_charts_rbac(
         yaml.safe_dump(_token_kubeconfig(control_plane, token["status"]["token"]))
     )
     sa_kubeconfig.chmod(0o600)
+    # Prometheus' identity, bound to the metrics-reader ClusterRole by metrics.readerSubjects.
+    await admin.create(SERVICE_ACCOUNTS, namespace=namespace,
+                       body={"metadata": {"name": "prometheus"}})  # fmt: skip
+    scraper = await admin.request(
+        method="POST",
+        path=SERVICE_ACCOUNTS.path(namespace=namespace, name="prometheus", subresource="token"),
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
+    )
 
     container = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     env = {"POD_NAMESPACE": namespace, "KUBECONFIG": str(sa_kubeconfig)}
@@ -234,8 +254,12 @@ async def test_controller_runs_a_pool_with_only_the_charts_rbac(
         assert {("Machine", "NodeDrained"), ("Machine", "NodeDeleted"),
                 ("MachinePool", "MachineCreated")} <= seen, seen  # fmt: skip
 
-        status, metrics = await _http_get(f"http://127.0.0.1:{metrics_port}/metrics")
-        assert status == 200
+        # /metrics is HTTPS behind TokenReview + SubjectAccessReview, which the controller
+        # makes with the chart's metrics-auth rules: Prometheus' token is let in, none is not.
+        url = f"https://127.0.0.1:{metrics_port}/metrics"
+        assert (await _http_get(url))[0] == 401
+        status, metrics = await _http_get(url, authorization=f"Bearer {scraper['status']['token']}")
+        assert status == 200, metrics
         requests = [
             ln for ln in metrics.splitlines() if ln.startswith("rest_client_requests_total{")
         ]

@@ -20,6 +20,13 @@ ALL_FEATURES: dict[str, Any] = {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
         "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
         "grafanaDashboard": {"enabled": True},
+        "readerSubjects": [
+            {"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}
+        ],
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
     },
     "provider": {"credentialsSecret": "cloud-credentials"},
     "serviceAccount": {
@@ -68,6 +75,8 @@ async def test_defaults_render_a_hardened_two_replica_deployment(helm: Helm) -> 
     assert kinds(docs) == sorted([
         "ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role",
         "RoleBinding", "Service", "ServiceAccount",
+        # the secure metrics endpoint: metrics-auth (and its binding), metrics-reader
+        "ClusterRole", "ClusterRoleBinding", "ClusterRole",
     ])  # fmt: skip
     deployment = find(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -98,6 +107,8 @@ async def test_defaults_render_a_hardened_two_replica_deployment(helm: Helm) -> 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert options.metrics_bind_address == f":{ports['metrics']}"
     assert options.health_probe_bind_address == f":{ports['health']}"
+    assert options.metrics_secure is True
+    assert options.metrics_cert_path is None  # self-signed
 
     pdb = find(docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
@@ -140,7 +151,11 @@ async def test_monitoring_kinds_need_the_cluster_to_serve_them(helm: Helm) -> No
 
 async def test_watch_namespace_narrows_rbac_to_a_role(helm: Helm) -> None:
     docs = await helm.render(values={"watchNamespace": "team-a"})
-    assert "ClusterRole" not in kinds(docs)
+    cluster_roles = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"}
+    assert cluster_roles == {  # only what the secure metrics endpoint needs
+        "mpc-machinepool-controller-metrics-auth",
+        "mpc-machinepool-controller-metrics-reader",
+    }
     role = find(docs, "Role", "mpc-machinepool-controller")
     assert role["metadata"]["namespace"] == "team-a"
     binding = find(docs, "RoleBinding", "mpc-machinepool-controller")
@@ -153,9 +168,11 @@ async def test_watch_namespace_narrows_rbac_to_a_role(helm: Helm) -> None:
 
 async def test_watch_namespaces_render_a_role_in_each_and_no_cluster_role(helm: Helm) -> None:
     docs = await helm.render(values={"watchNamespaces": ["team-a", "team-b"]})
-    assert "ClusterRole" not in kinds(docs)
-    assert "ClusterRoleBinding" not in kinds(docs)
-    cluster_rules = find(await helm.render(), "ClusterRole")["rules"]
+    # Cluster-scoped: only what the secure metrics endpoint needs.
+    assert {d["metadata"]["name"] for d in docs if d["kind"].startswith("Cluster")} == {
+        f"{_NAME}-metrics-auth", f"{_NAME}-metrics-reader",
+    }  # fmt: skip
+    cluster_rules = find(await helm.render(), "ClusterRole", _NAME)["rules"]
     roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == _NAME]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     # The same rules, each namespace's Role granting there what the ClusterRole grants.
@@ -182,7 +199,7 @@ async def test_watch_namespaces_render_a_role_in_each_and_no_cluster_role(helm: 
 
 async def test_rbac_is_least_privilege(helm: Helm) -> None:
     docs = await helm.render()
-    rules = find(docs, "ClusterRole")["rules"]
+    rules = find(docs, "ClusterRole", "mpc-machinepool-controller")["rules"]
     verbs = {
         (group, resource): set(rule["verbs"])
         for rule in rules for group in rule["apiGroups"] for resource in rule["resources"]
@@ -223,6 +240,77 @@ async def test_rbac_is_least_privilege(helm: Helm) -> None:
     assert [r["verbs"] for r in unnamed] == [["create"]]
 
 
+async def test_metrics_are_secure_by_default_with_their_rbac_and_monitor(helm: Helm) -> None:
+    docs = await helm.render(
+        values={"metrics": {"serviceMonitor": {"enabled": True}}}, api_versions=[MONITORING]
+    )
+    assert find(docs, "ClusterRole", "mpc-machinepool-controller-metrics-auth")["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
+         "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+         "verbs": ["create"]},
+    ]  # fmt: skip
+    binding = find(docs, "ClusterRoleBinding", "mpc-machinepool-controller-metrics-auth")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mpc-machinepool-controller", "namespace": "mpc-system"}
+    ]
+    reader = find(docs, "ClusterRole", "mpc-machinepool-controller-metrics-reader")
+    assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    assert "mpc-machinepool-controller-metrics-reader" not in {
+        d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"
+    }  # no readerSubjects: nothing bound
+    endpoint = find(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+
+
+async def test_a_metrics_certificate_and_its_ca_are_served_and_verified(helm: Helm) -> None:
+    docs = await helm.render(values={"metrics": {
+        "certSecret": "metrics-tls",
+        "serviceMonitor": {"enabled": True, "tlsConfig": {"caSecret": {"name": "metrics-ca"}}},
+    }}, api_versions=[MONITORING])  # fmt: skip
+    container = _container(docs)
+    assert "--metrics-cert-path=/etc/machinepool-controller/metrics-certs" in container["args"]
+    assert {"name": "metrics-certs", "mountPath": "/etc/machinepool-controller/metrics-certs",
+            "readOnly": True} in container["volumeMounts"]  # fmt: skip
+    volumes = find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "metrics-certs", "secret": {"secretName": "metrics-tls", "items": [
+        {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"},
+    ]}} in volumes  # fmt: skip
+    assert find(docs, "ServiceMonitor")["spec"]["endpoints"][0]["tlsConfig"] == {
+        "ca": {"secret": {"name": "metrics-ca", "key": "ca.crt"}},
+        "serverName": "mpc-machinepool-controller-metrics.mpc-system.svc",
+    }
+
+
+async def test_plain_metrics_when_asked_drop_the_auth_rbac(helm: Helm) -> None:
+    docs = await helm.render(values={"metrics": {
+        "secure": False, "certSecret": "ignored", "serviceMonitor": {"enabled": True},
+    }}, api_versions=[MONITORING])  # fmt: skip
+    assert _parse_run_args(_container(docs)["args"]).metrics_secure is False
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"} == {
+        "mpc-machinepool-controller"
+    }
+    endpoint = find(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert not {"scheme", "bearerTokenFile", "tlsConfig"} & set(endpoint)
+
+
+async def test_network_policy_admits_only_the_metrics_and_probe_ports(helm: Helm) -> None:
+    assert "NetworkPolicy" not in kinds(await helm.render())  # off by default
+    docs = await helm.render(values=ALL_FEATURES)
+    policy = find(docs, "NetworkPolicy")
+    deployment = find(docs, "Deployment")
+    assert policy["spec"]["podSelector"] == deployment["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    metrics, probes = policy["spec"]["ingress"]
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}],
+                       "from": ALL_FEATURES["networkPolicy"]["metricsFrom"]}  # fmt: skip
+    assert probes == {"ports": [{"port": "health", "protocol": "TCP"}]}
+    named = {p["name"] for p in _container(docs)["ports"]}
+    assert named == {"metrics", "health"}  # the ports the policy names, and no others
+
+
 @pytest.mark.parametrize(
     ("values", "field"),
     [
@@ -240,6 +328,10 @@ async def test_rbac_is_least_privilege(helm: Helm) -> None:
         ({"watchNamespaces": ["team-a", "Team_B"]}, "/watchNamespaces/1"),
         ({"watchNamespaces": [""]}, "/watchNamespaces/0"),
         ({"rbac": {"infrastructureResources": ["awsmachinepools"]}}, "infrastructureResources"),
+        ({"metrics": {"secure": "yes"}}, "/metrics/secure"),
+        ({"metrics": {"readerSubjects": [{"kind": "Robot", "name": "r"}]}},
+         "/metrics/readerSubjects/0/kind"),
+        ({"networkPolicy": {"enabeld": True}}, "enabeld"),
         ({"extraArgs": ["leader-elect"]}, "/extraArgs/0"),
         ({"metrics": {"prometheusRule": {"notConvergingFor": "half an hour"}}},
          "/metrics/prometheusRule/notConvergingFor"),

@@ -14,8 +14,9 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.runtime.informer import Informer, InformerEvent
-from controller.runtime.kube import NODES, SECRETS, KubeClient, RestMetrics
+from controller.runtime.kube import NODES, SECRETS, WORKLOAD_HOST, KubeClient, RestMetrics
 from controller.testing import ControlPlane
+from controller.testing.proxy import TcpProxy
 from controller.testing.waiting import until
 from controller.workload.clusters import ClusterKey, WorkloadClusters
 
@@ -112,3 +113,47 @@ async def test_a_bad_kubeconfig_is_reported_not_raised(
         await _until(lambda: clusters.error(key) is not None)
         assert clusters.get(key) is None
         assert "cannot load kubeconfig from Secret broken-kubeconfig" in (clusters.error(key) or "")
+
+
+async def test_many_workload_servers_do_not_grow_the_host_label(
+    control_plane: ControlPlane, api_client: client.ApiClient, namespace: str
+) -> None:
+    """Each workload cluster's address is a tenant's choice (its kubeconfig Secret): six
+    clusters behind six distinct addresses still count under one ``host`` label value."""
+    kube = _kube(api_client)
+    registry = CollectorRegistry()
+    clusters = WorkloadClusters(on_node_event=lambda key, ev: None,
+                                rest_metrics=RestMetrics(registry=registry))  # fmt: skip
+    secrets = Informer(kube=kube, resource=SECRETS, namespace=namespace,
+                       label_selector=WorkloadClusters.secret_label_selector())  # fmt: skip
+    secrets.add_handler(clusters.handle_secret_event)
+    names = [f"wl{i}" for i in range(6)]
+    async with contextlib.AsyncExitStack() as stack:
+        proxies = [
+            await stack.enter_async_context(TcpProxy(upstream_port=control_plane.apiserver_port))
+            for _ in names
+        ]
+        tasks = [asyncio.create_task(secrets.run()), asyncio.create_task(clusters.run())]
+
+        async def stop() -> None:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        stack.push_async_callback(stop)
+        for name, proxy in zip(names, proxies, strict=True):
+            config = control_plane.kubeconfig()
+            config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+            body = _secret(cluster=name, kubeconfig=yaml.safe_dump(config).encode())
+            await kube.create(SECRETS, namespace=namespace, body=body)
+        keys = [ClusterKey(namespace, name) for name in names]
+        await _until(lambda: all((c := clusters.get(k)) is not None and c.nodes.synced
+                                 for k in keys))  # fmt: skip
+        assert all(proxy.connections_accepted > 0 for proxy in proxies)
+    hosts = {
+        sample.labels["host"]
+        for metric in registry.collect()
+        if metric.name == "rest_client_requests"
+        for sample in metric.samples
+    }
+    assert hosts == {WORKLOAD_HOST}

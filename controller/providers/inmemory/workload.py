@@ -59,6 +59,7 @@ from controller.runtime.kube import (
     NODES,
     PODS,
     SECRETS,
+    WORKLOAD_HOST,
     ApiError,
     KubeClient,
     RestMetrics,
@@ -220,6 +221,7 @@ class KubeNodeRegistrar:
                 api=api,
                 request_timeout=self._request_timeout,
                 metrics=self._rest_metrics,
+                metrics_host=WORKLOAD_HOST,  # the address is the tenant's: not a label value
                 field_manager="inmemory-kubelet",
             )
             self._clients[cluster] = (api, kube)
