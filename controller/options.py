@@ -102,6 +102,7 @@ class RunOptions:
     aws_poll_interval: float = 60.0
     feature_gates: FeatureGates = field(default_factory=default_feature_gates)
     watch_filter: str | None = None
+    allow_insecure_workload_kubeconfigs: bool = False
 
     @property
     def machine_pool_enabled(self) -> bool:
@@ -152,6 +153,7 @@ class RunOptions:
             aws_poll_interval=args.aws_poll_interval,
             feature_gates=gates,
             watch_filter=args.watch_filter or None,
+            allow_insecure_workload_kubeconfigs=args.allow_insecure_workload_kubeconfigs,
         )
         options.check()
         return options
@@ -234,6 +236,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--watch-filter",
         default="",
         help=f"only reconcile objects labelled {WATCH_FILTER_LABEL}=VALUE (default: all objects)",
+    )
+    add(
+        "--allow-insecure-workload-kubeconfigs",
+        action="store_true",
+        help="accept workload kubeconfigs with insecure-skip-tls-verify: true (default: refused, "
+        "the cluster gets reason UnsupportedKubeconfig)",
     )
     add(
         "--feature-gates",
