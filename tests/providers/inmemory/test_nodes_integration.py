@@ -22,6 +22,7 @@ import yaml
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
+from controller.api.kinds import CLUSTER
 from controller.machines.drain import cordon, drain_step
 from controller.providers.inmemory.client import InMemoryProvider
 from controller.providers.inmemory.nodes import UNINITIALIZED_TAINT, ZONE_LABEL
@@ -66,7 +67,9 @@ def _ready(node: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def _secret(kube: KubeClient, *, namespace: str, control_plane: ControlPlane) -> None:
+    """The Cluster ``wl`` and its kubeconfig Secret, as Cluster API writes them."""
     kubeconfig = yaml.safe_dump(control_plane.kubeconfig()).encode()
+    await kube.create(CLUSTER, namespace=namespace, body={"metadata": {"name": "wl"}, "spec": {}})
     await kube.create(
         SECRETS,
         namespace=namespace,
