@@ -171,7 +171,7 @@ def test_an_encrypted_client_key_is_refused_not_prompted_for(pki: Pki) -> None:
 
 def test_only_cluster_api_kubeconfig_secrets_are_read(pki: Pki) -> None:
     value = _b64(yaml.safe_dump(_kubeconfig(pki)).encode())
-    with pytest.raises(KubeconfigSecretError, match="cluster.x-k8s.io/secret"):
+    with pytest.raises(KubeconfigSecretError, match=r"cluster\.x-k8s\.io/secret"):
         credentials_from_secret({"type": "Opaque", "data": {"value": value}})
     creds = credentials_from_secret({"type": "cluster.x-k8s.io/secret", "data": {"value": value}})
     assert creds.client_cert == pki.admin_cert
