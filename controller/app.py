@@ -185,6 +185,7 @@ async def run_controller(options: RunOptions) -> int:
                     concurrency=options.concurrency,
                     reconcile_timeout=options.reconcile_timeout,
                     watch_filter=options.label_selector(),
+                    allow_insecure_kubeconfigs=options.allow_insecure_workload_kubeconfigs,
                 )
             if aws is not None:
                 setup_aws_controller(
@@ -215,6 +216,7 @@ def setup_controllers(
     steady_poll: float = 60.0,
     watch_filter: str | None = None,
     health_checks: bool = True,
+    allow_insecure_kubeconfigs: bool = False,
 ) -> None:
     """Every controller of the product on one manager: with ``pools``, the MachinePool and
     Machine controllers for the infra kinds of ``providers`` (and, with ``health_checks``,
@@ -222,7 +224,8 @@ def setup_controllers(
     an infrastructure controller for each provider given (``None``: the kind is known,
     reconciled elsewhere). The one place tests, the demo and ``run`` compose the product.
     ``watch_filter`` is a label selector every controller's informers share
-    (``--watch-filter``)."""
+    (``--watch-filter``); ``allow_insecure_kubeconfigs`` is
+    ``--allow-insecure-workload-kubeconfigs``."""
     infra_kinds = [adapter.kind for adapter, _ in providers]
     machine_kinds = [a.machine_kind for a, _ in providers if a.machine_kind is not None]
     if pools:
@@ -236,6 +239,7 @@ def setup_controllers(
             reconcile_timeout=reconcile_timeout,
             registry=manager.registry,
             watch_filter=watch_filter,
+            allow_insecure_kubeconfigs=allow_insecure_kubeconfigs,
         )
         setup_machine_controller(
             manager=manager,
@@ -307,7 +311,11 @@ async def inmemory_provider(
             yield remote
         return
     async with (
-        contextlib.aclosing(KubeNodeRegistrar(management=kube)) as registrar,
+        contextlib.aclosing(
+            KubeNodeRegistrar(
+                management=kube, allow_insecure=options.allow_insecure_workload_kubeconfigs
+            )
+        ) as registrar,
         Simulator(registrar=registrar, state_file=options.inmemory_state_file) as sim,
     ):
         yield sim

@@ -120,6 +120,7 @@ class RunOptions:
     watch_filter: str | None = None
     metrics_secure: bool = True
     metrics_cert_path: Path | None = None
+    allow_insecure_workload_kubeconfigs: bool = False
 
     @property
     def machine_pool_enabled(self) -> bool:
@@ -172,6 +173,7 @@ class RunOptions:
             watch_filter=args.watch_filter or None,
             metrics_secure=args.metrics_secure,
             metrics_cert_path=args.metrics_cert_path,
+            allow_insecure_workload_kubeconfigs=args.allow_insecure_workload_kubeconfigs,
         )
         options.check()
         return options
@@ -294,6 +296,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--watch-filter",
         default="",
         help=f"only reconcile objects labelled {WATCH_FILTER_LABEL}=VALUE (default: all objects)",
+    )
+    add(
+        "--allow-insecure-workload-kubeconfigs",
+        action="store_true",
+        help="accept workload kubeconfigs with insecure-skip-tls-verify: true (default: refused, "
+        "the cluster gets reason UnsupportedKubeconfig)",
     )
     add(
         "--feature-gates",
