@@ -32,18 +32,23 @@ def test_team_a_prod_and_team_a_dash_prod_get_different_names(adapter: Any) -> N
     two = adapter.group_name(infra=_infra("team", "a-prod"))
     assert one != two
     # Readable: both start with what people would look for.
-    assert one.startswith("team-a-prod-") and two.startswith("team-a-prod-")
+    assert one.startswith("team-a-prod-")
+    assert two.startswith("team-a-prod-")
 
 
 def test_names_fit_every_limit_and_stay_distinct_when_cut() -> None:
     namespace, name = "n" * 63, "p" * 253
     aws = AwsPoolAdapter().group_name(infra=_infra(namespace, name))
     sim = InMemoryPoolAdapter().group_name(infra=_infra(namespace, name))
-    assert _LT_NAME.match(aws) and len(aws) == 128
-    assert len(sim) == 255 and "/" not in sim and sim.isprintable()
+    assert _LT_NAME.match(aws)
+    assert len(aws) == 128
+    assert len(sim) == 255
+    assert "/" not in sim
+    assert sim.isprintable()
     # Two names whose readable prefixes are cut to the same text still differ.
     other = group_name(namespace=namespace, name="p" * 252 + "q", max_length=128)
-    assert other[:100] == aws[:100] and other != aws
+    assert other[:100] == aws[:100]
+    assert other != aws
 
 
 def test_a_recorded_name_is_kept_whatever_the_scheme_computes() -> None:

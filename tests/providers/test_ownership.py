@@ -140,7 +140,8 @@ async def test_pools_whose_old_names_collide_get_two_groups_and_both_converge(en
     one = (await env.infra(env.other, "prod"))["status"]["groupName"]
     two = (await env.infra(env.namespace, "a-prod"))["status"]["groupName"]
     assert one != two
-    assert one.startswith(f"{env.namespace}-a-prod-") and two.startswith(f"{env.namespace}-a-prod-")
+    assert one.startswith(f"{env.namespace}-a-prod-")
+    assert two.startswith(f"{env.namespace}-a-prod-")
     assert len((env.simulator.inspect(name=one) or _EMPTY).instances) == 2
     assert len((env.simulator.inspect(name=two) or _EMPTY).instances) == 1
 

@@ -22,7 +22,7 @@ from typing import Any
 from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, Kind
 from controller.providers.base import GroupSpec
 from controller.providers.capacity import NodeCapacity
-from controller.providers.naming import pool_owner_tags, recorded_group_name
+from controller.providers.naming import group_name, pool_owner_tags, recorded_group_name
 
 Obj = dict[str, Any]
 
@@ -43,6 +43,11 @@ INSTANCE_TYPES: dict[str, NodeCapacity] = {
         gpu_type="nvidia.com/gpu", gpu_count=1,
     ),
 }  # fmt: skip
+
+
+def inmemory_group_name(*, namespace: str, name: str) -> str:
+    """The group name a new ``InMemoryMachinePool`` ``namespace/name`` gets."""
+    return group_name(namespace=namespace, name=name, max_length=MAX_GROUP_NAME)
 
 
 class InMemoryPoolAdapter:

@@ -32,8 +32,8 @@ from controller.providers.aws.client import AwsApi
 from controller.providers.aws.emulator import FaultProxy, Faults
 from controller.providers.aws.provider import AwsProvider
 from controller.providers.aws.setup import setup_aws_controller
-from controller.providers.naming import group_name
 from controller.providers.inmemory.nodes import NodeRegistration, node_object, node_status
+from controller.providers.naming import group_name
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import InformerEvent
 from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, RestMetrics

@@ -69,11 +69,10 @@ async def _snapshot(aws: AwsProvider, name: str) -> tuple[Any, ...]:
         "autoscaling", "DescribeAutoScalingGroups", AutoScalingGroupNames=[name]
     )
     try:
-        templates = await aws.api.call(
-            "ec2", "DescribeLaunchTemplates", LaunchTemplateNames=[name]
-        )
+        templates = await aws.api.call("ec2", "DescribeLaunchTemplates", LaunchTemplateNames=[name])
     except PermanentError as exc:
-        assert exc.code == "InvalidLaunchTemplateName.NotFoundException"
+        if exc.code != "InvalidLaunchTemplateName.NotFoundException":
+            raise
         templates = {}
     group = (groups.get("AutoScalingGroups") or [None])[0]
     shape = None

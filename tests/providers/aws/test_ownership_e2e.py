@@ -24,8 +24,12 @@ from controller.testing import ControlPlane
 from controller.testing.scenario import create_workload_cluster
 from controller.testing.waiting import until
 
+from . import test_e2e
 from .conftest import ZONES
-from .test_e2e import Env, _controllers, workload  # noqa: F401  (a fixture)
+from .test_e2e import Env, _controllers
+
+#: The workload cluster fixture of the end-to-end tests (Nodes cleaned up afterwards).
+workload = test_e2e.workload
 
 Obj = dict[str, Any]
 
@@ -55,7 +59,8 @@ async def test_pools_whose_old_names_collide_get_two_groups_and_both_converge(
             one = (await env_a.infra("prod"))["status"]["groupName"]
             two = (await env.infra("a-prod"))["status"]["groupName"]
             assert one != two
-            assert one == env_a.group_name("prod") and two == env.group_name("a-prod")
+            assert one == env_a.group_name("prod")
+            assert two == env.group_name("a-prod")
             assert len((await env_a.group("prod") or {})["Instances"]) == 2
             assert len((await env.group("a-prod") or {})["Instances"]) == 1
             await env_a.delete("prod")

@@ -298,7 +298,7 @@ async def _template_id(aws: AwsProvider) -> str:
     if known is not None:
         return known.id
     state, _ = await aws.templates.ensure(
-        name="shared", data={"ImageId": AMI}, version="x", tags={}
+        name="shared", data={"ImageId": AMI}, version="x", tags={}, owner_tags={}
     )
     return state.id
 
