@@ -566,6 +566,8 @@ async def test_a_tag_removed_from_additional_tags_leaves_the_group(env: Env) -> 
         "team": "platform",
         "cost-center": "42",
         "by-hand": "x",
+        "machinepool.cluster.x-k8s.io/pool-namespace": env.namespace,
+        "machinepool.cluster.x-k8s.io/pool-name": "tags",
     }
 
 
