@@ -101,8 +101,8 @@ async def test_every_protocol_call_round_trips() -> None:
         await p.ensure_group(spec=fast("other"))
         assert [g.name for g in await p.list_groups()] == ["other", "pool"]
 
-        await p.delete_group(name="pool")
-        await p.delete_group(name="pool")  # idempotent
+        await p.delete_group(name="pool", owner_tags={})
+        await p.delete_group(name="pool", owner_tags={})  # idempotent
         with pytest.raises(GroupNotFoundError):
             await p.describe_group(name="pool")
         assert s.sim.group_names() == ["other"]
