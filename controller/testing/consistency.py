@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 
 from controller.api.kinds import IN_MEMORY_MACHINE, MACHINE, MACHINE_POOL
+from controller.providers.inmemory.adapter import inmemory_group_name
 from controller.runtime.kube import NODES, KubeClient
 from controller.runtime.store import Obj
 
@@ -77,7 +78,7 @@ async def fleet_problems(
     ]
     live_all: set[str] = set()
     for name, replicas in sorted(pools.items()):
-        live = await instances(f"{namespace}-{name}")
+        live = await instances(inmemory_group_name(namespace=namespace, name=name))
         live_all.update(live)
         where = {
             "instances": live,

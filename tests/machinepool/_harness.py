@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from controller.api.kinds import CLUSTER, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
 from controller.app import setup_controllers
 from controller.machinepool.reconciler import FINALIZER
-from controller.providers.inmemory.adapter import InMemoryPoolAdapter
+from controller.providers.inmemory.adapter import InMemoryPoolAdapter, inmemory_group_name
 from controller.providers.inmemory.names import dns_label
 from controller.providers.inmemory.simulator import InstanceView, Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
@@ -113,7 +113,7 @@ class World:
     @property
     def group(self) -> str:
         """The simulator group of the pool (the in-memory adapter's naming)."""
-        return f"{self.namespace}-{POOL}"
+        return inmemory_group_name(namespace=self.namespace, name=POOL)
 
     @property
     def node_prefix(self) -> str:
@@ -331,6 +331,7 @@ async def world(
             body={
                 "metadata": {"name": f"{CLUSTER_NAME}-kubeconfig",
                              "labels": {"cluster.x-k8s.io/cluster-name": CLUSTER_NAME}},
+                "type": "cluster.x-k8s.io/secret",
                 "data": {"value": base64.b64encode(kubeconfig).decode()},
             },
         )  # fmt: skip

@@ -19,7 +19,15 @@ from prometheus_client import CollectorRegistry
 from controller.api.kinds import CLUSTER, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
 from controller.machinepool.setup import setup_machinepool_controller
 from controller.runtime.events import EventRecorder
-from controller.runtime.kube import EVENTS, NODES, SECRETS, ApiError, KubeClient, RestMetrics
+from controller.runtime.kube import (
+    EVENTS,
+    NODES,
+    SECRETS,
+    WORKLOAD_HOST,
+    ApiError,
+    KubeClient,
+    RestMetrics,
+)
 from controller.runtime.manager import Manager, ManagerOptions
 from controller.testing import ControlPlane
 from controller.testing.scenario import create_workload_cluster, machine_pool_body
@@ -281,9 +289,10 @@ async def test_pool_reaches_running_with_node_refs(env: Env) -> None:
 
 
 async def test_matching_a_node_is_one_patch_per_node(env: Env, control_plane: ControlPlane) -> None:
-    """Owner annotations and the uninitialized taint go in one request per Node. The
-    workload cluster is reached as ``localhost`` so its requests are counted apart from the
-    management cluster's (the same API server as ``127.0.0.1``)."""
+    """Owner annotations and the uninitialized taint go in one request per Node. Workload
+    clusters' requests are counted under one ``host`` label value (their addresses are the
+    tenants'), apart from the management cluster's; only c2 has a pool here. The workload
+    cluster is reached as ``localhost`` (the same API server as ``127.0.0.1``)."""
     host = f"localhost:{control_plane.apiserver_port}"
     kubeconfig = control_plane.kubeconfig()
     for entry in kubeconfig["clusters"]:
@@ -316,8 +325,8 @@ async def test_matching_a_node_is_one_patch_per_node(env: Env, control_plane: Co
 
     await until(matched, what="3 Nodes annotated and untainted, the pool Running")
     await env.quiet()
-    assert env.requests("PATCH", host=host) == 3
-    assert env.requests("POST", host=host) == env.requests("PUT", host=host) == 0
+    assert env.requests("PATCH", host=WORKLOAD_HOST) == 3
+    assert env.requests("POST", host=WORKLOAD_HOST) == env.requests("PUT", host=WORKLOAD_HOST) == 0
 
 
 async def _has_finalizer(env: Env) -> bool:
