@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import CLUSTER, MACHINE, MACHINE_POOL, Kind
+from controller.machinepool.contract import ContractKinds
 from controller.machinepool.external import ExternalObjects
 from controller.machinepool.machines import PoolMachines
 from controller.machinepool.reconciler import MachinePoolReconciler
 from controller.runtime.controller import Controller
+from controller.runtime.crds import CrdCatalog
 from controller.runtime.discovery import RestMapper, ServedResource
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer, InformerEvent
@@ -143,7 +145,8 @@ def setup_machinepool_controller(
 
     workloads = WorkloadClusters(on_node_event=on_node, rest_metrics=rest_metrics_for(registry))
     secrets.add_handler(workloads.handle_secret_event)
-    external = ExternalObjects(kube=kube, mapper=mapper, informers=infra_informers)
+    contract = ContractKinds(mapper=mapper, crds=CrdCatalog(kube=kube))
+    external = ExternalObjects(kube=kube, contract=contract, informers=infra_informers)
     reconciler = MachinePoolReconciler(
         kube=kube,
         pools=pools,

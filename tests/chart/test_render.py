@@ -137,7 +137,14 @@ async def test_monitoring_kinds_need_the_cluster_to_serve_them(helm: Helm) -> No
 
 async def test_watch_namespace_narrows_rbac_to_a_role(helm: Helm) -> None:
     docs = await helm.render(values={"watchNamespace": "team-a"})
-    assert "ClusterRole" not in kinds(docs)
+    # The one cluster-scoped right left: reading CRDs (a reference's contract label).
+    reader = find(docs, "ClusterRole")
+    assert reader["metadata"]["name"] == "mpc-machinepool-controller-crd-reader"
+    assert reader["rules"] == [
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+         "verbs": ["get"]}
+    ]  # fmt: skip
+    assert find(docs, "ClusterRoleBinding")["roleRef"]["name"] == reader["metadata"]["name"]
     role = find(docs, "Role", "mpc-machinepool-controller")
     assert role["metadata"]["namespace"] == "team-a"
     binding = find(docs, "RoleBinding", "mpc-machinepool-controller")
@@ -163,6 +170,7 @@ async def test_rbac_is_least_privilege(helm: Helm) -> None:
                 ("infrastructure.cluster.x-k8s.io", "inmemorymachinepools")}  # fmt: skip
     assert all("create" not in v for k, v in verbs.items() if k not in creators)
     assert verbs[("", "secrets")] == {"get", "list", "watch"}
+    assert verbs[("apiextensions.k8s.io", "customresourcedefinitions")] == {"get"}
     assert ("", "nodes") not in verbs  # Nodes live in workload clusters, reached by kubeconfig
     lease = find(docs, "Role", "mpc-machinepool-controller-leader-election")["rules"]
     by_name = [r for r in lease if r.get("resourceNames")]
