@@ -25,7 +25,7 @@ from kubernetes_asyncio import client
 
 from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE_POOL
 from controller.runtime.crds import CRDS
-from controller.runtime.kube import ApiError, KubeClient, Resource
+from controller.runtime.kube import ApiError, KubeClient, Resource, ResourceLike
 from controller.runtime.store import Obj
 from controller.testing import ControlPlane
 from controller.testing.scenario import machine_pool_body
@@ -50,7 +50,7 @@ def _cond(obj: Obj, type_: str) -> Obj | None:
     return next((c for c in conds if c.get("type") == type_), None)
 
 
-async def _gone(kube: KubeClient, resource: Resource, namespace: str, name: str) -> bool:
+async def _gone(kube: KubeClient, resource: ResourceLike, namespace: str, name: str) -> bool:
     try:
         await kube.get(resource, namespace=namespace, name=name)
     except ApiError as exc:
