@@ -42,10 +42,12 @@ from controller.providers.inmemory.workload import KubeNodeRegistrar
 from controller.providers.reconciler import PoolAdapter
 from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.events import EventRecorder
+from controller.runtime.informer import Namespaces
 from controller.runtime.kube import ApiError, KubeClient
 from controller.runtime.leaderelection import LeadershipLost
 from controller.runtime.manager import LeaderElectionOptions, Manager, ManagerOptions
 from controller.runtime.server import BindError
+from controller.runtime.servingcert import CertificateError
 from controller.runtime.signals import shutdown_on_signals
 
 _log = structlog.get_logger(__name__)
@@ -117,6 +119,8 @@ def manager_options(options: RunOptions) -> ManagerOptions:
         graceful_shutdown_timeout=options.graceful_shutdown_timeout,
         metrics_address=options.metrics_bind_address,
         health_address=options.health_probe_bind_address,
+        metrics_secure=options.metrics_secure,
+        metrics_cert_dir=options.metrics_cert_path,
         leader_election=election,
     )
 
@@ -127,7 +131,10 @@ async def run_controller(options: RunOptions) -> int:
     async with shutdown_on_signals() as shutdown, client.ApiClient(configuration=cfg) as api:
         kube = KubeClient(api=api)
         version = await preflight(kube=kube)
-        manager = Manager(kube=kube, options=manager_options(options))
+        try:
+            manager = Manager(kube=kube, options=manager_options(options))
+        except CertificateError as exc:
+            raise StartupError(str(exc)) from exc
         recorder = EventRecorder(kube=kube)
         gates = options.feature_gates
         manager.probes.readyz.add_note(name="featureGates", note=gate_note(options))
@@ -141,7 +148,7 @@ async def run_controller(options: RunOptions) -> int:
             "starting",
             server=cfg.host,
             server_version=version,
-            namespace=options.namespace or "(all)",
+            namespaces=",".join(options.namespaces) or "(all)",
             leader_election=options.leader_elect,
             feature_gates=gates.describe(),
             watch_filter=options.label_selector() or "(none)",
@@ -171,18 +178,19 @@ async def run_controller(options: RunOptions) -> int:
             if enabled:
                 setup_controllers(
                     manager=manager,
-                    namespace=options.namespace,
+                    namespace=options.namespaces,
                     pools="machinepool" in options.controllers,
                     providers=providers,
                     recorder=recorder,
                     concurrency=options.concurrency,
                     reconcile_timeout=options.reconcile_timeout,
                     watch_filter=options.label_selector(),
+                    allow_insecure_kubeconfigs=options.allow_insecure_workload_kubeconfigs,
                 )
             if aws is not None:
                 setup_aws_controller(
                     manager=manager,
-                    namespace=options.namespace,
+                    namespace=options.namespaces,
                     provider=aws,
                     recorder=recorder,
                     concurrency=options.concurrency,
@@ -198,7 +206,7 @@ async def run_controller(options: RunOptions) -> int:
 def setup_controllers(
     *,
     manager: Manager,
-    namespace: str | None,
+    namespace: Namespaces,
     pools: bool,
     providers: Sequence[tuple[PoolAdapter, InstanceGroupProvider | None]],
     recorder: EventRecorder | None,
@@ -208,6 +216,7 @@ def setup_controllers(
     steady_poll: float = 60.0,
     watch_filter: str | None = None,
     health_checks: bool = True,
+    allow_insecure_kubeconfigs: bool = False,
 ) -> None:
     """Every controller of the product on one manager: with ``pools``, the MachinePool and
     Machine controllers for the infra kinds of ``providers`` (and, with ``health_checks``,
@@ -215,7 +224,8 @@ def setup_controllers(
     an infrastructure controller for each provider given (``None``: the kind is known,
     reconciled elsewhere). The one place tests, the demo and ``run`` compose the product.
     ``watch_filter`` is a label selector every controller's informers share
-    (``--watch-filter``)."""
+    (``--watch-filter``); ``allow_insecure_kubeconfigs`` is
+    ``--allow-insecure-workload-kubeconfigs``."""
     infra_kinds = [adapter.kind for adapter, _ in providers]
     machine_kinds = [a.machine_kind for a, _ in providers if a.machine_kind is not None]
     if pools:
@@ -229,6 +239,7 @@ def setup_controllers(
             reconcile_timeout=reconcile_timeout,
             registry=manager.registry,
             watch_filter=watch_filter,
+            allow_insecure_kubeconfigs=allow_insecure_kubeconfigs,
         )
         setup_machine_controller(
             manager=manager,
@@ -300,7 +311,11 @@ async def inmemory_provider(
             yield remote
         return
     async with (
-        contextlib.aclosing(KubeNodeRegistrar(management=kube)) as registrar,
+        contextlib.aclosing(
+            KubeNodeRegistrar(
+                management=kube, allow_insecure=options.allow_insecure_workload_kubeconfigs
+            )
+        ) as registrar,
         Simulator(registrar=registrar, state_file=options.inmemory_state_file) as sim,
     ):
         yield sim

@@ -1,8 +1,11 @@
 """Command-line options of ``machinepool-controller run``, parsed and checked.
 
 Durations accept Go's notation as Kubernetes controllers do (``15s``, ``10m``, ``1h30m``,
-``500ms``) or plain seconds. Every check failure raises :class:`OptionError` with a message
-naming the flag, which the CLI prints as one line with exit status 2.
+``500ms``) or plain seconds. ``--namespace`` takes a comma-separated list and may be
+repeated (``--namespace a,b`` is ``--namespace a --namespace b``); none, or only empty values,
+means every namespace; each name must be a DNS-1123 label. Every check failure raises
+:class:`OptionError` with a message naming the flag, which the CLI prints as one line with
+exit status 2.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from controller.runtime.server import parse_bind_address
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+#: A namespace name: a DNS-1123 label (at most 63 characters, checked apart).
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 #: The reconcilers ``--controllers`` can select: the core MachinePool half and the
@@ -68,6 +73,16 @@ def parse_duration(value: str) -> float:
     return total
 
 
+def _bool(value: str) -> bool:
+    """Go's flag booleans: ``--flag``, ``--flag=true``, ``--flag=false`` (and 1/0, t/f)."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "t", "true"):
+        return True
+    if lowered in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+
+
 def _duration(value: str) -> float:
     try:
         return parse_duration(value)
@@ -78,7 +93,8 @@ def _duration(value: str) -> float:
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     kubeconfig: Path | None
-    namespace: str | None
+    #: The namespaces to watch, in the order given, without repeats; empty: all namespaces.
+    namespaces: tuple[str, ...]
     concurrency: int
     reconcile_timeout: float
     sync_period: float
@@ -102,6 +118,9 @@ class RunOptions:
     aws_poll_interval: float = 60.0
     feature_gates: FeatureGates = field(default_factory=default_feature_gates)
     watch_filter: str | None = None
+    metrics_secure: bool = True
+    metrics_cert_path: Path | None = None
+    allow_insecure_workload_kubeconfigs: bool = False
 
     @property
     def machine_pool_enabled(self) -> bool:
@@ -126,7 +145,7 @@ class RunOptions:
             raise OptionError(str(exc)) from None
         options = cls(
             kubeconfig=args.kubeconfig,
-            namespace=args.namespace or None,
+            namespaces=parse_namespaces(args.namespace or ()),
             concurrency=args.concurrency,
             reconcile_timeout=args.reconcile_timeout,
             sync_period=args.sync_period,
@@ -152,11 +171,20 @@ class RunOptions:
             aws_poll_interval=args.aws_poll_interval,
             feature_gates=gates,
             watch_filter=args.watch_filter or None,
+            metrics_secure=args.metrics_secure,
+            metrics_cert_path=args.metrics_cert_path,
+            allow_insecure_workload_kubeconfigs=args.allow_insecure_workload_kubeconfigs,
         )
         options.check()
         return options
 
     def check(self) -> None:
+        for name in self.namespaces:
+            if not (len(name) <= 63 and _DNS1123_LABEL.match(name)):
+                raise OptionError(
+                    f"--namespace {name!r} is not a valid namespace name (at most 63 lowercase "
+                    "letters, digits or '-', starting and ending with a letter or digit)"
+                )
         unknown = sorted(set(self.controllers) - set(CONTROLLERS))
         if unknown or not self.controllers:
             raise OptionError(
@@ -184,6 +212,16 @@ class RunOptions:
                 parse_bind_address(address)
             except ValueError as exc:
                 raise OptionError(f"{flag}: {exc}") from None
+        if self.metrics_cert_path is not None:
+            if not self.metrics_secure:
+                raise OptionError("--metrics-cert-path needs --metrics-secure (plain HTTP has no "
+                                  "certificate)")  # fmt: skip
+            missing = [f for f in ("tls.crt", "tls.key")
+                       if not (self.metrics_cert_path / f).is_file()]  # fmt: skip
+            if missing:
+                raise OptionError(
+                    f"--metrics-cert-path {self.metrics_cert_path}: no {' or '.join(missing)}"
+                )
         if self.inmemory_endpoint and not re.match(r"^https?://", self.inmemory_endpoint):
             raise OptionError(
                 f"--inmemory-endpoint {self.inmemory_endpoint!r} is not an http(s):// URL"
@@ -211,6 +249,24 @@ class RunOptions:
                 )
 
 
+def parse_namespaces(values: Sequence[str]) -> tuple[str, ...]:
+    """The namespaces of every ``--namespace`` value (each comma-separated), first occurrence
+    first, repeats dropped. An empty value adds nothing; an empty name inside a list
+    (``a,,b`` or ``a,``) raises :class:`OptionError`. Names are checked by
+    :meth:`RunOptions.check`."""
+    names: list[str] = []
+    for value in values:
+        if not value.strip():
+            continue
+        for part in value.split(","):
+            name = part.strip()
+            if not name:
+                raise OptionError(f"--namespace {value!r}: empty namespace name in the list")
+            if name not in names:
+                names.append(name)
+    return tuple(names)
+
+
 def in_cluster_namespace() -> str | None:
     """The pod's namespace when running in a cluster (from the service account mount)."""
     path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -229,11 +285,23 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="kubeconfig of the management cluster (default: $KUBECONFIG, else in-cluster)",
     )
-    add("--namespace", default="", help="only watch this namespace (default: all namespaces)")
+    add(
+        "--namespace",
+        action="append",
+        default=None,
+        help="only watch these namespaces: comma-separated, or repeat the flag "
+        "(default: all namespaces)",
+    )
     add(
         "--watch-filter",
         default="",
         help=f"only reconcile objects labelled {WATCH_FILTER_LABEL}=VALUE (default: all objects)",
+    )
+    add(
+        "--allow-insecure-workload-kubeconfigs",
+        action="store_true",
+        help="accept workload kubeconfigs with insecure-skip-tls-verify: true (default: refused, "
+        "the cluster gets reason UnsupportedKubeconfig)",
     )
     add(
         "--feature-gates",
@@ -301,6 +369,24 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-bind-address",
         default=":8080",
         help="address for /metrics, or 0 to disable (default: :8080)",
+    )
+    add(
+        "--metrics-secure",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="true|false",
+        help="serve /metrics over HTTPS, only to callers whose bearer token the API server "
+        "authenticates (TokenReview) and authorizes for GET /metrics (SubjectAccessReview); "
+        "false: plain HTTP, open to anyone who reaches the port (default: true)",
+    )
+    add(
+        "--metrics-cert-path",
+        type=Path,
+        default=None,
+        help="directory with tls.crt and tls.key for /metrics, reloaded when they change "
+        "(default: a self-signed certificate made at start)",
     )
     add(
         "--health-probe-bind-address",

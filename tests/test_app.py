@@ -14,6 +14,7 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import MACHINE_POOL
+from controller.providers.inmemory.adapter import inmemory_group_name
 from controller.runtime.kube import NODES, KubeClient, RestMetrics
 from controller.testing import ControlPlane
 from controller.testing.ports import free_port
@@ -55,7 +56,7 @@ async def test_controller_killed_mid_scale_converges_without_duplicates(
         "--inmemory-endpoint", f"http://127.0.0.1:{sim_port}",
         "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
     ]  # fmt: skip
-    group = f"{namespace}-p1"
+    group = inmemory_group_name(namespace=namespace, name="p1")
 
     async def pool() -> dict[str, Any]:
         return await kube.get(MACHINE_POOL, namespace=namespace, name="p1")

@@ -142,7 +142,7 @@ async def test_two_replicas_elect_one_leader_and_hand_over_when_it_dies(
             "--leader-elect-lease-duration", f"{lease:g}s",
             "--leader-elect-renew-deadline", f"{renew:g}s",
             "--leader-elect-retry-period", f"{int(retry * 1000)}ms",
-            "--metrics-bind-address", f"127.0.0.1:{metrics}",
+            "--metrics-bind-address", f"127.0.0.1:{metrics}", "--metrics-secure=false",
             "--health-probe-bind-address", f"127.0.0.1:{health}",
         ]  # fmt: skip
 

@@ -87,6 +87,7 @@ def reasons_in_code() -> set[str]:
     found: set[str] = set()
     sources = [*(ROOT / "controller" / "machinepool").glob("*.py"),
                *(ROOT / "controller" / "healthcheck").glob("*.py"),
+               *(ROOT / "controller" / "workload").glob("*.py"),
                ROOT / "controller" / "providers" / "reconciler.py"]  # fmt: skip
     for path in sources:
         text = path.read_text()

@@ -101,7 +101,8 @@ async def test_with_the_gate_off_a_machine_pool_is_left_alone(
     args = [
         "run", "--kubeconfig", str(control_plane.kubeconfig_path), "--namespace", namespace,
         "--sync-period", f"{sync_period}s", "--metrics-bind-address", f"127.0.0.1:{metrics}",
-        "--health-probe-bind-address", f"127.0.0.1:{health}", "--log-format", "console",
+        "--metrics-secure=false", "--health-probe-bind-address", f"127.0.0.1:{health}",
+        "--log-format", "console",
     ]  # fmt: skip
     async with spawned(*args, env={"EXP_MACHINE_POOL": "false"}) as proc:
         readyz = ""

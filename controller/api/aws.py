@@ -337,6 +337,12 @@ class AWSMachinePoolStatus(ApiModel):
         ),
     ] = Field(default_factory=list)
     """Every instance of the group."""
+    group_name: (
+        Annotated[str, Field(min_length=3, max_length=128, pattern=r"^[a-zA-Z0-9().\-/_]+$")] | None
+    ) = None
+    """Name of the Auto Scaling group and its launch template, recorded before they are
+    created and kept for the pool's life (not a CAPA field: CAPA names the group after the
+    AWSMachinePool)."""
     launch_template_id: Annotated[str, Field(max_length=64)] | None = Field(
         default=None, alias="launchTemplateID"
     )

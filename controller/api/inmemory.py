@@ -190,6 +190,9 @@ class InMemoryMachinePoolStatus(ApiModel):
     """Most recently observed number of instances (contract field)."""
     infrastructure_machine_kind: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     """Kind of the per-instance objects (`InMemoryMachine`): opts in to MachinePool Machines."""
+    group_name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    """Name of the simulated group, recorded before it is created and kept for the pool's
+    life."""
     capacity: Annotated[dict[str, Annotated[str, Field(max_length=64)]], Field(max_length=32)] = (
         Field(default_factory=dict)
     )

@@ -22,7 +22,7 @@ from controller.healthcheck.metrics import healthcheck_metrics
 from controller.healthcheck.reconciler import HealthCheckReconciler
 from controller.runtime.controller import Controller
 from controller.runtime.events import EventRecorder
-from controller.runtime.informer import InformerEvent
+from controller.runtime.informer import InformerEvent, Namespaces
 from controller.runtime.manager import Manager
 from controller.runtime.store import Obj
 from controller.workload.clusters import ClusterKey, WorkloadClusters
@@ -46,7 +46,7 @@ def _key(obj: Obj) -> str:
 def setup_healthcheck_controller(
     *,
     manager: Manager,
-    namespace: str | None,
+    namespace: Namespaces,
     workloads: WorkloadClusters,
     recorder: EventRecorder | None,
     concurrency: int,

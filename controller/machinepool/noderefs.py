@@ -76,11 +76,11 @@ async def reconcile_noderefs(*, scope: PoolScope, workloads: WorkloadClusters) -
     if cluster is None:
         reason, message = (
             "WorkloadClusterNotConnected",
-            (
-                workloads.error(key)
-                or f"no kubeconfig Secret {key.name}-kubeconfig in namespace {key.namespace}"
-            ),
+            f"no kubeconfig Secret {key.name}-kubeconfig in namespace {key.namespace}",
         )
+        error = workloads.error(key)
+        if error is not None:  # a fixed reason; the message never holds Secret data
+            reason, message = error.reason, error.message
         scope.condition(
             Cond(type="MachinesReady", status="Unknown", reason=reason, message=message)
         )

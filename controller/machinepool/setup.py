@@ -7,7 +7,8 @@ Event sources, each mapped to the MachinePool keys it concerns:
   and un-pause, a Cluster that appears after its pools);
 - infrastructure pools of the kinds this process knows → their controller owner, and the
   pools whose ``infrastructureRef`` names them (before they are adopted);
-- Secrets labelled ``cluster.x-k8s.io/cluster-name``: kubeconfig Secrets start/stop the
+- Secrets labelled ``cluster.x-k8s.io/cluster-name``: kubeconfig Secrets (of an existing
+  Cluster, which the Cluster informer tells the workload connections too) start/stop the
   workload cluster connection (:mod:`controller.workload.clusters`); bootstrap data Secrets
   map to the pools that name them in ``dataSecretName``;
 - Machines → their controller owner; infra machines (of the kinds given) → the pool whose
@@ -33,7 +34,7 @@ from controller.runtime.controller import Controller
 from controller.runtime.crds import CrdCatalog
 from controller.runtime.discovery import RestMapper, ServedResource
 from controller.runtime.events import EventRecorder
-from controller.runtime.informer import Informer, InformerEvent
+from controller.runtime.informer import Informer, InformerEvent, Namespaces
 from controller.runtime.kube import rest_metrics_for
 from controller.runtime.manager import Manager
 from controller.runtime.store import CONTROLLER_OWNER_INDEX, Obj, controller_owner_keys
@@ -88,7 +89,7 @@ class MachinePoolController:
 def setup_machinepool_controller(
     *,
     manager: Manager,
-    namespace: str | None,
+    namespace: Namespaces,
     infra_kinds: Sequence[Kind],
     recorder: EventRecorder | None,
     concurrency: int,
@@ -96,6 +97,7 @@ def setup_machinepool_controller(
     registry: CollectorRegistry,
     infra_machine_kinds: Sequence[Kind] = (),
     watch_filter: str | None = None,
+    allow_insecure_kubeconfigs: bool = False,
 ) -> MachinePoolController:
     kube = manager.kube
     # --watch-filter selects the pools we own; Clusters, Secrets and infra objects stay
@@ -143,8 +145,13 @@ def setup_machinepool_controller(
             for key in _pools_for_node(pools, cluster, event.obj):
                 controller_box[0].enqueue(key, event=event, kind="Node")
 
-    workloads = WorkloadClusters(on_node_event=on_node, rest_metrics=rest_metrics_for(registry))
+    workloads = WorkloadClusters(
+        on_node_event=on_node,
+        rest_metrics=rest_metrics_for(registry),
+        allow_insecure=allow_insecure_kubeconfigs,
+    )
     secrets.add_handler(workloads.handle_secret_event)
+    clusters.add_handler(workloads.handle_cluster_event)  # only an existing Cluster's Secret
     contract = ContractKinds(mapper=mapper, crds=CrdCatalog(kube=kube))
     external = ExternalObjects(kube=kube, contract=contract, informers=infra_informers)
     reconciler = MachinePoolReconciler(

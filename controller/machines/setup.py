@@ -17,7 +17,7 @@ from controller.api.kinds import CLUSTER, MACHINE, MACHINE_POOL, Kind
 from controller.machines.reconciler import MachineReconciler
 from controller.runtime.controller import Controller
 from controller.runtime.events import EventRecorder
-from controller.runtime.informer import Informer, InformerEvent
+from controller.runtime.informer import Informer, InformerEvent, Namespaces
 from controller.runtime.manager import Manager
 from controller.runtime.store import CONTROLLER_OWNER_INDEX, Obj, controller_owner_keys
 from controller.workload.clusters import ClusterKey, WorkloadClusters
@@ -46,7 +46,7 @@ def _key(obj: Obj) -> str:
 def setup_machine_controller(
     *,
     manager: Manager,
-    namespace: str | None,
+    namespace: Namespaces,
     workloads: WorkloadClusters,
     infra_machine_kinds: Sequence[Kind],
     recorder: EventRecorder | None,

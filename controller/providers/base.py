@@ -16,14 +16,24 @@ Semantics every implementation keeps:
 - Tags: ``ensure_group`` sets every tag of ``GroupSpec.tags`` and removes exactly the tags of
   ``GroupSpec.applied_tag_keys`` that ``tags`` no longer has (providers that replace a
   group's tags wholesale, like the in-memory simulator, may ignore ``applied_tag_keys``).
+- Ownership: ``GroupSpec.owner_tags`` are the tags that prove a group (and, on AWS, its
+  launch template) is this pool's. ``ensure_group`` creates a missing group with them, and
+  raises :class:`GroupOwnedByOthersError` *before any write* when a group or launch template
+  of that name exists without every one of them (same key, same value): an untagged or
+  foreign object is never adopted, updated, scaled or deleted. ``delete_group`` checks the
+  same ``owner_tags`` and raises the same error instead of deleting. ``set_capacity`` and
+  ``delete_instance`` take only a name: the reconciler calls them only after
+  ``ensure_group`` checked ownership in the same reconcile. Empty ``owner_tags`` prove
+  nothing and check nothing (tests use them to stand in for someone else's group).
 - Calls are safe to retry after any error.
 
 Errors: :class:`RetryableError` (a transient failure; ``retry_after`` when the cloud said how
 long to wait), :class:`ThrottledError` (rate limited; a kind of retryable), and
 :class:`PermanentError` (bad configuration, quota, authorization: retrying will not help until
 something changes; the reconciler reports it in a condition). :class:`GroupNotFoundError` is a
-permanent error for a group that does not exist. Every error carries the cloud's ``code`` and
-a message safe to show to people (no credentials).
+permanent error for a group that does not exist; :class:`GroupOwnedByOthersError` (code
+``GroupOwnedByOthers``) a permanent error for a cloud object that is not ours. Every error
+carries the cloud's ``code`` and a message safe to show to people (no credentials).
 """
 
 from __future__ import annotations
@@ -83,6 +93,9 @@ class GroupSpec:
     #: restarts). Those no longer in ``tags`` are removed from the group; a tag not among
     #: them (one someone else added) is never removed.
     applied_tag_keys: frozenset[str] = frozenset()
+    #: The tags that prove an existing group is this pool's (a subset of ``tags``); see the
+    #: module docstring.
+    owner_tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +141,23 @@ class GroupNotFoundError(PermanentError):
     """The group does not exist."""
 
 
+class GroupOwnedByOthersError(PermanentError):
+    """A group (or launch template) of the wanted name exists but its tags do not prove it is
+    ours: it is left untouched."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=GROUP_OWNED_BY_OTHERS)
+
+
+#: The code (and condition reason) of :class:`GroupOwnedByOthersError`.
+GROUP_OWNED_BY_OTHERS = "GroupOwnedByOthers"
+
+
+def owned(*, tags: Mapping[str, str], owner_tags: Mapping[str, str]) -> bool:
+    """True when ``tags`` carry every one of ``owner_tags`` with the same value."""
+    return all(tags.get(key) == value for key, value in owner_tags.items())
+
+
 class InstanceGroupProvider(Protocol):
     """The calls the infrastructure reconciler makes; see the module docstring."""
 
@@ -141,4 +171,7 @@ class InstanceGroupProvider(Protocol):
 
     async def delete_instance(self, *, name: str, instance_id: str, shrink: bool) -> None: ...
 
-    async def delete_group(self, *, name: str) -> None: ...
+    async def delete_group(self, *, name: str, owner_tags: Mapping[str, str]) -> None:
+        """Delete the group (gone is success); GroupOwnedByOthersError, and nothing deleted,
+        when it exists without ``owner_tags``."""
+        ...

@@ -5,10 +5,14 @@ For one infra pool (an InMemoryMachinePool, an AWSMachinePool, ...) it:
 1. waits for its owning MachinePool (the controller ownerReference the core reconciler sets)
    and honours pause (the Cluster's ``spec.paused`` or the ``cluster.x-k8s.io/paused``
    annotation on either object);
-2. adds its finalizer, and on deletion deletes the cloud group, then drops the finalizer;
+2. adds its finalizer, and on deletion deletes the cloud group, then drops the finalizer (a
+   group whose ownership tags say it is not ours is left in place: a ``GroupOwnedByOthers``
+   Event, and the finalizer is dropped all the same, so the pool can go);
 3. checks ``minSize <= replicas <= maxSize`` *before* any cloud call — a clash is the
    ``Ready=False`` condition with reason ``ReplicasOutOfRange``, not a cloud error;
-4. makes sure the group exists with the wanted shape (:meth:`ensure_group`; an adapter with
+4. records the group's name in ``status.groupName`` before the first cloud call (the
+   adapter reuses a recorded name for the object's life; :mod:`.naming`), then
+   makes sure the group exists with the wanted shape (:meth:`ensure_group`; an adapter with
    ``remembered_annotations`` records on the infra pool what that call applies, before it
    and again after it succeeded, so the record survives restarts: AWS keeps its
    last-applied tags there to remove the ones dropped from the spec) and keeps one
@@ -32,7 +36,10 @@ For one infra pool (an InMemoryMachinePool, an AWSMachinePool, ...) it:
 Provider errors: throttling and transient errors requeue after the provider's hint (or
 with backoff); a permanent error (bad configuration, quota, authorization) is reported in
 the ``Ready`` condition and ``status.failureReason``/``failureMessage`` with the provider's
-code and message, and cleared as soon as a reconcile succeeds.
+code and message, and cleared as soon as a reconcile succeeds. A group (or launch template)
+of the pool's name whose tags do not prove it is ours is such an error, with reason
+``GroupOwnedByOthers``: nothing of it is changed, and the pool is looked at again only every
+``steady_poll`` seconds or when it changes.
 
 The cloud has no watch, so a pool is polled: every few seconds while instances boot or the
 size differs, and every ``steady_poll`` seconds once converged (to notice drift).
@@ -49,12 +56,14 @@ import structlog
 
 from controller.api.kinds import MACHINE, MACHINE_POOL, Kind
 from controller.api.labels import (
+    CLUSTER_NAME_LABEL,
     DELETE_REASON_ANNOTATION,
     PAUSED_ANNOTATION,
     REPLICAS_MANAGED_BY_ANNOTATION,
     machine_name,
 )
 from controller.providers.base import (
+    GroupOwnedByOthersError,
     GroupSpec,
     GroupStatus,
     InstanceGroupProvider,
@@ -64,6 +73,7 @@ from controller.providers.base import (
 )
 from controller.providers.capacity import publish_capacity
 from controller.providers.machines import InfraMachines
+from controller.providers.naming import GROUP_NAME_FIELD
 from controller.providers.scaling import (
     Member,
     Plan,
@@ -104,6 +114,10 @@ class PoolAdapter(Protocol):
 
     def group_name(self, *, infra: Obj) -> str:
         """The cloud group's name: stable for the object's life, unique in the account."""
+        ...
+
+    def owner_tags(self, *, infra: Obj, cluster: str | None) -> dict[str, str]:
+        """The tags proving a group is this pool's (``cluster`` when known)."""
         ...
 
     def group_spec(self, *, infra: Obj, pool: Obj) -> GroupSpec: ...
@@ -172,8 +186,13 @@ class InfraPoolReconciler:
             if self.adapter.finalizer not in (meta.get("finalizers") or []):
                 return Result()
             name = self.adapter.group_name(infra=infra)
+            owner_tags = self.adapter.owner_tags(infra=infra, cluster=self._cluster_name(infra))
             try:
-                await self.provider.delete_group(name=name)
+                await self.provider.delete_group(name=name, owner_tags=owner_tags)
+            except GroupOwnedByOthersError as exc:
+                # Not ours to delete: leave it, say so, and let the pool go.
+                _log.warning("cloud group is not ours; leaving it", group=name, error=exc.message)
+                self._event(infra, "Warning", exc.code, f"{exc.message}; left in place")
             except RetryableError as exc:
                 return self._retry(exc)
             if self.machines is not None:
@@ -213,6 +232,7 @@ class InfraPoolReconciler:
             await self._write(infra, status=status, spec_patch=spec_patch)
             return Result()
 
+        await self._record_group_name(infra, status=status)
         try:
             await self._remember(infra, applied=False)
             group = await self.provider.ensure_group(
@@ -380,6 +400,32 @@ class InfraPoolReconciler:
             patch={"metadata": {"annotations": changed}},
         )  # fmt: skip
         annotations.update(changed)
+
+    async def _record_group_name(self, infra: Obj, *, status: Obj) -> None:
+        """Write ``status.groupName`` before the first cloud call, so the name a group was
+        created under is the one the pool uses for its life."""
+        name = self.adapter.group_name(infra=infra)
+        status[GROUP_NAME_FIELD] = name
+        recorded = infra.get("status") or {}
+        if recorded.get(GROUP_NAME_FIELD) == name:
+            return
+        meta = infra["metadata"]
+        await self.kube.merge_patch(
+            self.adapter.kind, namespace=meta["namespace"], name=meta["name"],
+            subresource="status", patch={"status": {GROUP_NAME_FIELD: name}},
+        )  # fmt: skip
+        infra["status"] = {**recorded, GROUP_NAME_FIELD: name}
+
+    def _cluster_name(self, infra: Obj) -> str | None:
+        """The pool's Cluster name: from its MachinePool while cached, else from the
+        ``cluster.x-k8s.io/cluster-name`` label; None when neither says."""
+        meta = infra["metadata"]
+        owner = _owner_pool_name(infra)
+        pool = self.pools.store.get(f"{meta['namespace']}/{owner}") if owner else None
+        if pool is not None and pool["spec"].get("clusterName"):
+            return str(pool["spec"]["clusterName"])
+        label = (meta.get("labels") or {}).get(CLUSTER_NAME_LABEL)
+        return str(label) if label else None
 
     @staticmethod
     def _paused(infra: Obj, pool: Obj, cluster: Obj | None) -> bool:

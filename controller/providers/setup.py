@@ -16,7 +16,7 @@ from controller.providers.machines import InfraMachines
 from controller.providers.reconciler import InfraPoolReconciler, PoolAdapter
 from controller.runtime.controller import Controller
 from controller.runtime.events import EventRecorder
-from controller.runtime.informer import InformerEvent
+from controller.runtime.informer import InformerEvent, Namespaces
 from controller.runtime.manager import Manager
 from controller.runtime.store import CONTROLLER_OWNER_INDEX, controller_owner_keys
 
@@ -24,7 +24,7 @@ from controller.runtime.store import CONTROLLER_OWNER_INDEX, controller_owner_ke
 def setup_infrastructure_controller(
     *,
     manager: Manager,
-    namespace: str | None,
+    namespace: Namespaces,
     adapter: PoolAdapter,
     provider: InstanceGroupProvider,
     recorder: EventRecorder | None,

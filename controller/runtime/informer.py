@@ -1,34 +1,45 @@
 """List + watch one resource into a :class:`~controller.runtime.store.Store`, and tell handlers.
 
-The loop follows client-go's reflector:
+An informer watches one resource cluster-wide (``namespace=None``), in one namespace, or in
+several (a tuple of names: ``run --namespace a,b``). Several namespaces are several
+list+watch loops (one per namespace, each with its own resourceVersion, as controller-runtime's
+multi-namespace cache) feeding ONE store and ONE handler list, so callers, indexes and keys
+(``namespace/name``) are the same whatever the scope; the informer is synced once every
+namespace's first LIST is applied. A cluster-scoped resource is always watched whole. No
+request ever leaves the namespaces given, so a controller limited to them needs RBAC in them
+only.
 
-1. LIST (paginated, a consistent read) and replace the cache. Objects that were cached but
-   are absent from the new list were deleted while we were not watching: each gets a
-   ``DELETED`` event with ``state_unknown=True`` (client-go's ``DeletedFinalStateUnknown``), so
-   no deletion is lost across a gap.
+Each loop follows client-go's reflector:
+
+1. LIST (paginated, a consistent read) and replace that loop's part of the cache (its
+   namespace; the whole cache cluster-wide). Objects that were cached but are absent from
+   the new list were deleted while we were not watching: each gets a ``DELETED`` event with
+   ``state_unknown=True`` (client-go's ``DeletedFinalStateUnknown``), so no deletion is lost
+   across a gap. A relist in one namespace never touches another namespace's objects.
 2. WATCH from the list's resourceVersion with bookmarks and a randomised server timeout
    (5-10 min). Every event, bookmarks included, advances the resourceVersion.
 3. A stream that ends normally (server timeout) is re-watched from the last resourceVersion,
    without relisting. ``410 Gone`` (an expired resourceVersion, as after etcd compaction)
    relists. Transport errors, throttling and server errors back off with jitter (0.8 s
-   doubling to 30 s) and re-watch; a LIST that fails is retried the same way.
+   doubling to 30 s) and re-watch; a LIST that fails is retried the same way (a 403 in one
+   namespace, e.g. RBAC missing there, is logged and retried; the other namespaces go on).
 4. An inactivity timeout (default 70 s of silence) abandons a watch whose connection went
    half-open and could otherwise hang forever; the next watch resumes from the last
    resourceVersion.
 
 Handlers run synchronously, in event order, on the informer's task; they must be quick
 (map the event to work-queue keys). A handler that raises is logged and does not stop the
-informer. ``wait_for_sync()`` returns once the first LIST has been applied.
+informer. ``wait_for_sync()`` returns once the first LIST of every namespace has been applied.
 
 Invariants: the store holds at most one object per key; an event is dispatched only after
 the store reflects it; a watch event that repeats the cached resourceVersion (a replay after
-reconnect) is dropped, so handlers never see duplicates of what they already saw.
+reconnect) is dropped, so handlers never see duplicates of what they already saw; the
+periodic resync dispatches each cached object once per period, whatever the namespaces.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -66,15 +77,29 @@ class InformerEvent:
 Handler = Callable[[InformerEvent], None]
 
 
+#: What an informer watches: every namespace (None), one, or several (a tuple of names).
+Namespaces = str | tuple[str, ...] | None
+
+
+def namespace_scope(namespaces: Namespaces) -> tuple[str | None, ...]:
+    """The list+watch loops ``namespaces`` needs: ``(None,)`` for cluster-wide, else one per
+    distinct name, sorted (so ``("b", "a", "a")`` and ``("a", "b")`` are one scope). An empty
+    tuple means every namespace, like an empty ``--namespace``."""
+    if namespaces is None or isinstance(namespaces, str):
+        return (namespaces or None,)
+    names = tuple(sorted({n for n in namespaces if n}))
+    return names or (None,)
+
+
 class Informer:
-    """One resource's list+watch loop, cache and event handlers; see the module docstring."""
+    """One resource's list+watch loops, cache and event handlers; see the module docstring."""
 
     def __init__(
         self,
         *,
         kube: KubeClient,
         resource: ResourceLike,
-        namespace: str | None = None,
+        namespace: Namespaces = None,
         label_selector: str | None = None,
         resync_period: float | None = None,
         inactivity_timeout: float = 70.0,
@@ -85,22 +110,29 @@ class Informer:
     ) -> None:
         self.kube = kube
         self.resource = resource
-        self.namespace = namespace
+        # A cluster-scoped resource has no namespaces: one loop, whatever was asked.
+        scope = namespace_scope(namespace if resource.namespaced else None)
+        #: ``None`` (cluster-wide), the one namespace, or the sorted tuple of namespaces.
+        self.namespace: Namespaces = (
+            scope[0] if len(scope) == 1 else tuple(n for n in scope if n is not None)
+        )
         self.label_selector = label_selector
         self.store = Store()
         self._handlers: list[Handler] = []
         self._resync_period = resync_period
-        self._inactivity_timeout = inactivity_timeout
-        self._watch_timeout_range = watch_timeout_range
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._page_size = page_size
+        self._reflectors = [
+            _Reflector(
+                informer=self,
+                namespace=ns,
+                inactivity_timeout=inactivity_timeout,
+                watch_timeout_range=watch_timeout_range,
+                backoff_initial=backoff_initial,
+                backoff_max=backoff_max,
+                page_size=page_size,
+            )
+            for ns in scope
+        ]
         self._synced = asyncio.Event()
-        self.resource_version: str | None = None
-        #: Counters for tests and diagnostics.
-        self.lists = 0
-        self.watches = 0
-        self._log = _log.bind(resource=resource_name(resource), namespace=namespace or "")
 
     # ------------------------------------------------------------ public API
 
@@ -116,24 +148,90 @@ class Informer:
         """Wait until the first LIST is applied (bound it with ``asyncio.timeout``)."""
         await self._synced.wait()
 
+    @property
+    def lists(self) -> int:
+        """LISTs done, over every namespace (for tests and diagnostics)."""
+        return sum(r.lists for r in self._reflectors)
+
+    @property
+    def watches(self) -> int:
+        """WATCH requests made, over every namespace (for tests and diagnostics)."""
+        return sum(r.watches for r in self._reflectors)
+
+    @property
+    def resource_version(self) -> str | None:
+        """The resourceVersion the next watch resumes from; ``None`` with several namespaces
+        (each has its own)."""
+        return self._reflectors[0].resource_version if len(self._reflectors) == 1 else None
+
     async def run(self) -> None:
-        """List and watch until cancelled."""
-        resync = (
-            asyncio.create_task(self._resync_loop(), name=f"resync {resource_name(self.resource)}")
-            if self._resync_period
-            else None
-        )
-        try:
-            await self._list_and_watch_forever()
-        finally:
-            if resync is not None:
-                resync.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await resync
+        """List and watch (every namespace) until cancelled."""
+        name = resource_name(self.resource)
+        async with asyncio.TaskGroup() as tasks:
+            for reflector in self._reflectors:
+                tasks.create_task(
+                    reflector.list_and_watch_forever(),
+                    name=f"list+watch {name} {reflector.namespace or '(all)'}",
+                )
+            if self._resync_period:
+                tasks.create_task(self._resync_loop(), name=f"resync {name}")
 
-    # ------------------------------------------------------------- the loop
+    # ------------------------------------------------------------- internals
 
-    async def _list_and_watch_forever(self) -> None:
+    def _reflector_synced(self) -> None:
+        if all(r.listed for r in self._reflectors):
+            self._synced.set()
+
+    def _dispatch(self, event: InformerEvent) -> None:
+        for handler in self._handlers:
+            try:
+                handler(event)
+            except Exception:
+                _log.exception(
+                    "event handler failed",
+                    resource=resource_name(self.resource),
+                    event_type=event.type,
+                    key=event.key,
+                )
+
+    async def _resync_loop(self) -> None:
+        assert self._resync_period is not None
+        await self._synced.wait()
+        while True:
+            await asyncio.sleep(self._resync_period * random.uniform(0.9, 1.1))
+            for obj in self.store.values():
+                self._dispatch(InformerEvent(type="SYNC", obj=obj))
+
+
+class _Reflector:
+    """The list+watch loop of one namespace (or of all), writing into its informer's store."""
+
+    def __init__(
+        self,
+        *,
+        informer: Informer,
+        namespace: str | None,
+        inactivity_timeout: float,
+        watch_timeout_range: tuple[int, int],
+        backoff_initial: float,
+        backoff_max: float,
+        page_size: int,
+    ) -> None:
+        self._informer = informer
+        self.namespace = namespace
+        self._inactivity_timeout = inactivity_timeout
+        self._watch_timeout_range = watch_timeout_range
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._page_size = page_size
+        self._prefix = f"{namespace}/" if namespace else ""
+        self.listed = False
+        self.resource_version: str | None = None
+        self.lists = 0
+        self.watches = 0
+        self._log = _log.bind(resource=resource_name(informer.resource), namespace=namespace or "")
+
+    async def list_and_watch_forever(self) -> None:
         backoff = self._backoff_initial
         need_list = True
         while True:
@@ -163,14 +261,20 @@ class Informer:
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, self._backoff_max)
 
+    def _mine(self, key: str) -> bool:
+        """Whether ``key`` is in this loop's part of the shared store."""
+        return key.startswith(self._prefix)
+
     async def _list(self) -> None:
+        informer = self._informer
+        store = informer.store
         items: list[Obj] = []
         continue_token: str | None = None
         while True:
-            page = await self.kube.list(
-                self.resource,
+            page = await informer.kube.list(
+                informer.resource,
                 namespace=self.namespace,
-                label_selector=self.label_selector,
+                label_selector=informer.label_selector,
                 limit=self._page_size,
                 continue_token=continue_token,
             )
@@ -181,44 +285,45 @@ class Informer:
                 list_rv = str(meta.get("resourceVersion", ""))
                 break
         self.lists += 1
-        initial = not self._synced.is_set()
-        api_version = self.resource.api_version
+        initial = not self.listed
+        api_version = informer.resource.api_version
         seen: set[str] = set()
         events: list[InformerEvent] = []
         for item in items:
             obj = cache_form(item)
             obj.setdefault("apiVersion", api_version)
-            obj.setdefault("kind", self.resource.kind)
+            obj.setdefault("kind", informer.resource.kind)
             key = object_key(obj)
             seen.add(key)
-            old = self.store.get(key)
+            old = store.get(key)
             if old is not None and _rv(old) == _rv(obj):
                 continue
-            self.store.upsert(obj)
+            store.upsert(obj)
             events.append(
                 InformerEvent(
                     type="ADDED" if old is None else "MODIFIED", obj=obj, old=old, initial=initial
                 )
             )
-        for key in list(self.store):
-            if key not in seen:
-                gone = self.store.delete(key)
+        for key in list(store):
+            if key not in seen and self._mine(key):
+                gone = store.delete(key)
                 assert gone is not None
                 events.append(InformerEvent(type="DELETED", obj=gone, state_unknown=True))
         self.resource_version = list_rv
-        self._synced.set()
+        self.listed = True
+        informer._reflector_synced()
         for event in events:
-            self._dispatch(event)
+            informer._dispatch(event)
 
     async def _watch(self) -> bool:
         """One watch request; True if it delivered any event."""
         assert self.resource_version is not None
         self.watches += 1
         low, high = self._watch_timeout_range
-        stream = self.kube.watch(
-            self.resource,
+        stream = self._informer.kube.watch(
+            self._informer.resource,
             namespace=self.namespace,
-            label_selector=self.label_selector,
+            label_selector=self._informer.label_selector,
             resource_version=self.resource_version,
             timeout_seconds=random.randint(low, high),
         )
@@ -255,36 +360,24 @@ class Informer:
             return
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
+        store = self._informer.store
         obj = cache_form(obj)
         key = object_key(obj)
-        old = self.store.get(key)
+        old = store.get(key)
         if rv:
             self.resource_version = rv
         if kind == "DELETED":
             if old is None:
                 return
-            self.store.delete(key)
-            self._dispatch(InformerEvent(type="DELETED", obj=obj, old=old))
+            store.delete(key)
+            self._informer._dispatch(InformerEvent(type="DELETED", obj=obj, old=old))
             return
         if old is not None and _rv(old) == rv:
             return
-        self.store.upsert(obj)
-        self._dispatch(InformerEvent(type="ADDED" if old is None else "MODIFIED", obj=obj, old=old))
-
-    def _dispatch(self, event: InformerEvent) -> None:
-        for handler in self._handlers:
-            try:
-                handler(event)
-            except Exception:
-                self._log.exception("event handler failed", event_type=event.type, key=event.key)
-
-    async def _resync_loop(self) -> None:
-        assert self._resync_period is not None
-        await self._synced.wait()
-        while True:
-            await asyncio.sleep(self._resync_period * random.uniform(0.9, 1.1))
-            for obj in self.store.values():
-                self._dispatch(InformerEvent(type="SYNC", obj=obj))
+        store.upsert(obj)
+        self._informer._dispatch(
+            InformerEvent(type="ADDED" if old is None else "MODIFIED", obj=obj, old=old)
+        )
 
 
 def _rv(obj: Obj) -> str:

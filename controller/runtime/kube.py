@@ -11,7 +11,11 @@ Invariants:
   caller enforces an inactivity timeout (see :mod:`controller.runtime.informer`).
 - Writes are patches (JSON merge patch, optionally with a resourceVersion precondition, or
   server-side apply with a field manager) or creates; nothing here writes a whole object back.
-- Every response is counted in ``rest_client_requests_total{code,method,host}``.
+- Every response is counted in ``rest_client_requests_total{code,method,host}``. ``host`` is
+  the server's ``host:port`` for the management cluster, but a client of a workload cluster
+  (whose address comes from a tenant's kubeconfig Secret) passes ``metrics_host=``
+  :data:`WORKLOAD_HOST`: a label value never comes from tenant input, so a tenant cannot grow
+  the series without bound. ``code`` is the HTTP status (a number below 600).
 
 Failure: a non-2xx answer raises :class:`ApiError` carrying the HTTP status, the Status
 ``reason`` and ``message``; transport failures surface as ``aiohttp.ClientError`` or
@@ -174,6 +178,10 @@ class ApiError(Exception):
         return cls(status=status, reason=reason or "Unknown", message=message, body=body)
 
 
+#: The ``host`` label of every workload cluster client (see the module docstring).
+WORKLOAD_HOST = "workload"
+
+
 class RestMetrics:
     """``rest_client_requests_total`` as client-go/controller-runtime export it.
 
@@ -214,12 +222,17 @@ class KubeClient:
         field_manager: str = "machinepool-controller",
         request_timeout: float = 30.0,
         metrics: RestMetrics | None = None,
+        metrics_host: str | None = None,
     ) -> None:
+        """``metrics_host``: the ``host`` label of this client's requests (default: the
+        server's ``host:port``); give :data:`WORKLOAD_HOST` for a server a tenant named."""
         self.api = api
         self.field_manager = field_manager
         self.request_timeout = request_timeout
         self._metrics = metrics or default_rest_metrics()
-        self._host = urlsplit(api.configuration.host).netloc
+        self._host = (
+            metrics_host if metrics_host is not None else urlsplit(api.configuration.host).netloc
+        )
 
     # ------------------------------------------------------------------ core
 

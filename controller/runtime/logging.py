@@ -5,6 +5,9 @@ carries a timestamp, level and logger name; context bound with
 ``structlog.contextvars.bind_contextvars`` (a reconcile's object key and reconcile id) is
 merged into every line emitted inside that context. Standard-library loggers (aiohttp,
 kubernetes_asyncio) are routed through the same renderer so the output stays one format.
+
+Invariant: a traceback (either format) never shows local variables, which may hold Secret
+content; callers log fixed-text errors, never a Secret's data.
 """
 
 from __future__ import annotations
@@ -34,7 +37,11 @@ def configure_logging(*, fmt: LogFormat = "console", level: str = "info") -> Non
         shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # The default (rich) formatter prints every frame's local variables: a kubeconfig,
+        # a token. Plain tracebacks show code and the exception only.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

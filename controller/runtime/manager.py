@@ -2,7 +2,9 @@
 
 Lifecycle of :meth:`Manager.run`:
 
-1. The probe/metrics server starts (``/healthz`` answers at once; ``/readyz`` only once
+1. The probe/metrics server starts (``/metrics`` over HTTPS with TokenReview and
+   SubjectAccessReview when ``metrics_secure``; a certificate from ``metrics_cert_dir`` is
+   reloaded when its files change) (``/healthz`` answers at once; ``/readyz`` only once
    every informer has synced, for a standby replica too, as in controller-runtime).
 2. Every informer starts, leader or not, so a standby has warm caches when it takes over;
    so does the event loop lag monitor (:mod:`controller.runtime.looplag`).
@@ -14,28 +16,32 @@ Lifecycle of :meth:`Manager.run`:
    reconciles get ``graceful_shutdown_timeout`` seconds to finish; then informers stop, the
    Lease is released when configured, and :meth:`run` returns.
 
-Informers are shared: asking twice for the same resource, namespace and label selector gives
-the same informer.
+Informers are shared: asking twice for the same resource, namespaces and label selector gives
+the same informer (one informer covers several namespaces; see :mod:`controller.runtime.informer`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 
 from controller.runtime.controller import Controller
-from controller.runtime.informer import Informer
+from controller.runtime.informer import Informer, Namespaces, namespace_scope
 from controller.runtime.kube import KubeClient, ResourceLike, resource_name
 from controller.runtime.leaderelection import LeaderElector
 from controller.runtime.looplag import monitor_loop_lag
 from controller.runtime.metrics import REGISTRY
+from controller.runtime.metricsauth import MetricsAuth
 from controller.runtime.server import ProbeServer
+from controller.runtime.servingcert import ServingCertificate, self_signed
 from controller.runtime.urgency import Urgency
 
 _log = structlog.get_logger(__name__)
@@ -58,6 +64,12 @@ class ManagerOptions:
     graceful_shutdown_timeout: float = 30.0
     metrics_address: str = ":8080"
     health_address: str = ":8081"
+    #: HTTPS and TokenReview/SubjectAccessReview on ``/metrics`` (``run`` defaults it on).
+    metrics_secure: bool = False
+    #: ``tls.crt``/``tls.key`` to serve; None: a self-signed certificate made at start.
+    metrics_cert_dir: Path | None = None
+    #: How often a ``metrics_cert_dir`` certificate is checked for rotation.
+    metrics_cert_reload_period: float = 10.0
     leader_election: LeaderElectionOptions | None = None
     informer_inactivity_timeout: float = 70.0
 
@@ -75,15 +87,34 @@ class Manager:
         self.kube = kube
         self.options = options or ManagerOptions()
         self.registry = registry
-        self._informers: dict[tuple[ResourceLike, str | None, str | None], Informer] = {}
+        self._informers: dict[
+            tuple[ResourceLike, tuple[str | None, ...], str | None], Informer
+        ] = {}
         self._controllers: list[Controller] = []
         #: Shared by the controllers: a person's change and its chain go first (see urgency).
         self.urgency = Urgency()
         self._runnables: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        tls: ssl.SSLContext | None = None
+        self.metrics_auth: MetricsAuth | None = None
+        if self.options.metrics_secure:
+            self.metrics_auth = MetricsAuth(kube=kube)
+            if self.options.metrics_cert_dir is not None:
+                cert = ServingCertificate(directory=self.options.metrics_cert_dir)
+                tls = cert.context
+                self.add_runnable(
+                    name="metrics certificate",
+                    run=lambda: _reload_periodically(
+                        cert, period=self.options.metrics_cert_reload_period
+                    ),
+                )
+            else:
+                tls = self_signed()
         self.probes = ProbeServer(
             metrics_address=self.options.metrics_address,
             health_address=self.options.health_address,
             registry=registry,
+            metrics_tls=tls,
+            metrics_auth=self.metrics_auth,
         )
         self.elector: LeaderElector | None = None
         le = self.options.leader_election
@@ -109,11 +140,13 @@ class Manager:
         self,
         resource: ResourceLike,
         *,
-        namespace: str | None = None,
+        namespace: Namespaces = None,
         label_selector: str | None = None,
     ) -> Informer:
-        """The shared informer for ``resource`` (in ``namespace``, with ``label_selector``)."""
-        key = (resource, namespace, label_selector)
+        """The shared informer for ``resource`` (in ``namespace``: one name, a tuple of names,
+        or ``None`` for all; with ``label_selector``)."""
+        scope = namespace_scope(namespace if resource.namespaced else None)
+        key = (resource, scope, label_selector)
         informer = self._informers.get(key)
         if informer is None:
             informer = Informer(
@@ -212,3 +245,9 @@ class Manager:
     async def _stop_controllers(self) -> None:
         grace = self.options.graceful_shutdown_timeout
         await asyncio.gather(*(c.stop(grace=grace) for c in self._controllers))
+
+
+async def _reload_periodically(cert: ServingCertificate, *, period: float) -> None:
+    while True:
+        await asyncio.sleep(period)
+        cert.reload()

@@ -4,6 +4,12 @@ Two listeners as in controller-runtime: metrics on ``--metrics-bind-address`` (d
 ``:8080``) and probes on ``--health-probe-bind-address`` (default ``:8081``); an address of
 ``0`` disables a listener.
 
+The metrics listener is secure when given ``metrics_tls`` (HTTPS) and ``metrics_auth`` (every
+request's bearer token authenticated and authorized by the API server, 401/403 otherwise;
+see :mod:`controller.runtime.metricsauth`); without them it is plain HTTP open to anyone who
+reaches the port. Probes stay plain HTTP without authentication, as in controller-runtime:
+the kubelet calls them and they reveal nothing.
+
 Checks are named callables returning ``None`` when healthy or a short reason string when
 not; a check that raises counts as failing with the exception as the reason. ``/readyz`` and
 ``/healthz`` answer 200 ``ok`` when every check passes, else 500 and the failing checks;
@@ -19,6 +25,7 @@ failure raises :class:`BindError` naming the address) and closed on exit.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
@@ -28,6 +35,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from controller.runtime.metrics import REGISTRY
+from controller.runtime.metricsauth import MetricsAuth
 
 Check = Callable[[], str | None]
 
@@ -111,12 +119,16 @@ class ProbeServer:
         metrics_address: str = ":8080",
         health_address: str = ":8081",
         registry: CollectorRegistry = REGISTRY,
+        metrics_tls: ssl.SSLContext | None = None,
+        metrics_auth: MetricsAuth | None = None,
     ) -> None:
         self.healthz = Checks()
         self.readyz = Checks()
         self._metrics_address = parse_bind_address(metrics_address)
         self._health_address = parse_bind_address(health_address)
         self._registry = registry
+        self._metrics_tls = metrics_tls
+        self._metrics_auth = metrics_auth
         self._runners: list[web.AppRunner] = []
         #: Bound ports (useful when an address asked for port 0... or an ephemeral port).
         self.metrics_port: int | None = None
@@ -125,9 +137,12 @@ class ProbeServer:
     async def __aenter__(self) -> Self:
         try:
             if self._metrics_address is not None:
-                app = web.Application()
+                auth = self._metrics_auth
+                app = web.Application(middlewares=[auth.middleware()] if auth else [])
                 app.router.add_get("/metrics", make_aiohttp_handler(registry=self._registry))
-                self.metrics_port = await self._serve(app=app, address=self._metrics_address)
+                self.metrics_port = await self._serve(
+                    app=app, address=self._metrics_address, tls=self._metrics_tls
+                )
             if self._health_address is not None:
                 app = web.Application()
                 for path, checks in (("/healthz", self.healthz), ("/readyz", self.readyz)):
@@ -148,11 +163,13 @@ class ProbeServer:
     ) -> None:
         await self._close()
 
-    async def _serve(self, *, app: web.Application, address: tuple[str, int]) -> int:
+    async def _serve(
+        self, *, app: web.Application, address: tuple[str, int], tls: ssl.SSLContext | None = None
+    ) -> int:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, host=address[0], port=address[1])
+        site = web.TCPSite(runner, host=address[0], port=address[1], ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:

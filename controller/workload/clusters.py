@@ -1,16 +1,26 @@
 """Workload clusters: one API client and one Node informer per cluster with a kubeconfig.
 
-A workload cluster is reached exactly as Cluster API reaches it: through the Secret
-``<cluster>-kubeconfig`` in the Cluster's namespace (key ``value``, a kubeconfig), labelled
-``cluster.x-k8s.io/cluster-name``. :class:`WorkloadClusters` follows those Secrets (fed by a
-management-cluster Secret informer): a new or changed Secret (re)starts that cluster's client
-and Node informer; a deleted Secret stops them.
+A workload cluster is reached as Cluster API reaches it: through the Secret
+``<cluster>-kubeconfig`` of an existing Cluster in the same namespace (type
+``cluster.x-k8s.io/secret``, key ``value``, a kubeconfig), labelled
+``cluster.x-k8s.io/cluster-name``. :class:`WorkloadClusters` follows those Secrets and the
+Clusters (fed by management-cluster informers): a new or changed Secret of an existing Cluster
+(re)starts that cluster's client and Node informer; a deleted Secret or Cluster stops them.
 
-Invariants: at most one client and one Node informer per cluster; a replaced client is
-closed only after its informer task has ended; :meth:`aclose` stops everything. A Secret
-whose kubeconfig cannot be parsed leaves the cluster without a client and records the reason
-(:meth:`WorkloadClusters.error`), which the reconciler reports as a condition; it is retried
-when the Secret changes.
+The kubeconfig is untrusted tenant input, loaded by :mod:`controller.runtime.kubeconfig`
+(server, inline CA/client certificate/key and token only; exec plugins, auth providers,
+token files, paths and proxies are refused). Nothing from the Secret reaches a log line or an
+error message.
+
+Invariants: at most one client and one Node informer per cluster (one worker task per
+cluster applies its changes in order, the latest state winning); a replaced client is closed
+only after its informer task has ended; :meth:`aclose` stops every worker and cluster.
+Clusters start concurrently, each within ``start_timeout``, so one slow start never delays
+another. A Secret that cannot be used (no Cluster, wrong type, refused or unreadable
+kubeconfig, a start that timed out) leaves the cluster without a client and records a
+:class:`WorkloadError` (a fixed condition reason and a message naming the cause, never a
+value from the Secret; :meth:`WorkloadClusters.error`), which the reconcilers report as a
+condition; it is retried when the Secret or the Cluster changes.
 
 An unreachable cluster keeps its informer retrying with backoff (see
 :mod:`controller.runtime.informer`); ``cluster.nodes.synced`` says whether its cache is usable.
@@ -19,19 +29,30 @@ An unreachable cluster keeps its informer retrying with backoff (see
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import structlog
-import yaml
 from kubernetes_asyncio import client
-from kubernetes_asyncio.config.kube_config import KubeConfigLoader
 
 from controller.runtime.informer import Informer, InformerEvent
-from controller.runtime.kube import NODES, SECRETS, KubeClient, Resource, RestMetrics
+from controller.runtime.kube import (
+    NODES,
+    SECRETS,
+    WORKLOAD_HOST,
+    KubeClient,
+    Resource,
+    RestMetrics,
+)
+from controller.runtime.kubeconfig import (
+    KUBECONFIG_SECRET_TYPE,
+    KubeconfigError,
+    KubeconfigSecretError,
+    credentials_from_secret,
+    workload_api_client,
+)
 from controller.runtime.store import Obj, by_provider_id
 
 CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
@@ -73,6 +94,14 @@ def cluster_for_secret(secret: Obj) -> ClusterKey | None:
     return ClusterKey(str(meta.get("namespace", "")), str(cluster))
 
 
+@dataclass(frozen=True)
+class WorkloadError:
+    """Why a cluster has no client: a fixed condition reason and a message (no Secret data)."""
+
+    reason: str
+    message: str
+
+
 @dataclass
 class WorkloadCluster:
     """A running connection to one workload cluster."""
@@ -97,7 +126,8 @@ NodeHandler = Callable[[ClusterKey, InformerEvent], None]
 
 
 class WorkloadClusters:
-    """Starts and stops workload cluster connections as kubeconfig Secrets come and go."""
+    """Starts and stops workload cluster connections as kubeconfig Secrets and Clusters come
+    and go."""
 
     def __init__(
         self,
@@ -107,15 +137,24 @@ class WorkloadClusters:
         request_timeout: float = 10.0,
         inactivity_timeout: float = 70.0,
         backoff_initial: float = 0.8,
+        start_timeout: float = 10.0,
+        allow_insecure: bool = False,
     ) -> None:
         self._node_handlers: list[NodeHandler] = [on_node_event]
         self._rest_metrics = rest_metrics
         self._request_timeout = request_timeout
         self._inactivity_timeout = inactivity_timeout
         self._backoff_initial = backoff_initial
+        self._start_timeout = start_timeout
+        self._allow_insecure = allow_insecure
         self._clusters: dict[ClusterKey, WorkloadCluster] = {}
-        self._errors: dict[ClusterKey, str] = {}
-        self._pending: asyncio.Queue[tuple[ClusterKey, Obj | None]] = asyncio.Queue()
+        self._errors: dict[ClusterKey, WorkloadError] = {}
+        #: The latest kubeconfig Secret seen per cluster, and the Clusters that exist.
+        self._secrets: dict[ClusterKey, Obj] = {}
+        self._cluster_objects: set[ClusterKey] = set()
+        self._pending: asyncio.Queue[ClusterKey] = asyncio.Queue()
+        self._workers: dict[ClusterKey, asyncio.Task[None]] = {}
+        self._again: set[ClusterKey] = set()
 
     def add_node_handler(self, handler: NodeHandler) -> None:
         """Also call ``handler`` for every Node event of every workload cluster."""
@@ -130,8 +169,8 @@ class WorkloadClusters:
     def get(self, key: ClusterKey) -> WorkloadCluster | None:
         return self._clusters.get(key)
 
-    def error(self, key: ClusterKey) -> str | None:
-        """Why the cluster has no client (a bad kubeconfig), if that is the case."""
+    def error(self, key: ClusterKey) -> WorkloadError | None:
+        """Why the cluster has no client (an unusable kubeconfig Secret), if that is the case."""
         return self._errors.get(key)
 
     def keys(self) -> list[ClusterKey]:
@@ -153,45 +192,134 @@ class WorkloadClusters:
         key = cluster_for_secret(event.obj)
         if key is None:
             return
-        self._pending.put_nowait((key, None if event.type == "DELETED" else event.obj))
+        if event.type == "DELETED":
+            self._secrets.pop(key, None)
+        else:
+            self._secrets[key] = event.obj
+        self._pending.put_nowait(key)
+
+    def handle_cluster_event(self, event: InformerEvent) -> None:
+        """Informer handler for Clusters: only an existing Cluster's Secret is used."""
+        meta = event.obj.get("metadata", {})
+        key = ClusterKey(str(meta.get("namespace", "")), str(meta.get("name", "")))
+        if event.type == "DELETED":
+            self._cluster_objects.discard(key)
+        elif key in self._cluster_objects:
+            return  # a Cluster's changes do not matter here, only that it exists
+        else:
+            self._cluster_objects.add(key)
+        self._pending.put_nowait(key)
 
     async def run(self) -> None:
-        """Apply Secret changes one at a time until cancelled; then close every cluster."""
+        """Apply changes until cancelled, one worker per cluster; then close everything."""
         try:
             while True:
-                key, secret = await self._pending.get()
-                if secret is None:
-                    await self._stop(key)
-                    self._errors.pop(key, None)
+                key = await self._pending.get()
+                if key in self._workers:
+                    self._again.add(key)  # the worker looks again when it is done
                 else:
-                    await self._start(key, secret)
+                    self._workers[key] = asyncio.create_task(
+                        self._work(key), name=f"workload cluster {key}"
+                    )
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
+        workers = list(self._workers.values())
+        for task in workers:
+            task.cancel()
+        for task in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for key in list(self._clusters):
             await self._stop(key)
 
     # ------------------------------------------------------------- lifecycle
 
-    async def _start(self, key: ClusterKey, secret: Obj) -> None:
+    async def _work(self, key: ClusterKey) -> None:
+        try:
+            while True:
+                self._again.discard(key)
+                try:
+                    await self._sync(key)
+                except Exception as exc:  # a bug; keep the other clusters going
+                    _log.error(
+                        "workload cluster start failed",
+                        cluster=str(key),
+                        error_type=type(exc).__name__,
+                    )
+                    self._fail(
+                        key,
+                        WorkloadError(
+                            reason="WorkloadClusterNotConnected",
+                            message=f"internal error starting the connection to cluster {key}; "
+                            "see the controller log",
+                        ),
+                    )
+                if key not in self._again:
+                    return
+        finally:
+            self._workers.pop(key, None)
+            self._again.discard(key)
+
+    async def _sync(self, key: ClusterKey) -> None:
+        secret = self._secrets.get(key)
+        if secret is None:
+            await self._stop(key)
+            self._errors.pop(key, None)
+            return
+        secret_name = f"{key.name}{KUBECONFIG_SUFFIX}"
+        if key not in self._cluster_objects:
+            await self._stop(key)
+            self._fail(
+                key,
+                WorkloadError(
+                    reason="KubeconfigWithoutCluster",
+                    message=f"Secret {secret_name} is not used: no Cluster {key.name} "
+                    f"in namespace {key.namespace}",
+                ),
+            )
+            return
         version = str(secret.get("metadata", {}).get("resourceVersion", ""))
         current = self._clusters.get(key)
         if current is not None and current.secret_version == version:
             return
+        prefix = f"cannot load kubeconfig from Secret {secret_name}"
+        error: WorkloadError | None = None
+        api: client.ApiClient | None = None
         try:
-            cfg = await self._configuration(secret)
-        except Exception as exc:  # a bad kubeconfig is data, not a bug
-            reason = f"cannot load kubeconfig from Secret {key.name}{KUBECONFIG_SUFFIX}: {exc}"
-            self._errors[key] = reason
-            _log.warning("workload cluster kubeconfig invalid", cluster=str(key), error=str(exc))
+            async with asyncio.timeout(self._start_timeout):
+                credentials = await asyncio.to_thread(
+                    credentials_from_secret, secret, allow_insecure=self._allow_insecure
+                )
+                api = await workload_api_client(credentials)
+        except KubeconfigSecretError as exc:
+            error = WorkloadError(reason="InvalidKubeconfigSecret", message=f"{prefix}: {exc}")
+        except KubeconfigError as exc:
+            error = WorkloadError(
+                reason="UnsupportedKubeconfig" if exc.unsupported else "InvalidKubeconfig",
+                message=f"{prefix}: {exc}",
+            )
+        except TimeoutError:
+            error = WorkloadError(
+                reason="WorkloadClusterNotConnected",
+                message=f"{prefix}: timed out after {self._start_timeout:g}s",
+            )
+        if error is not None or api is None:
             await self._stop(key)
+            self._fail(key, error or WorkloadError(reason="InvalidKubeconfig", message=prefix))
             return
-        await self._stop(key)
+        try:
+            await self._stop(key)
+        except BaseException:
+            await api.close()
+            raise
         self._errors.pop(key, None)
-        api = client.ApiClient(configuration=cfg)
         kube = KubeClient(
-            api=api, metrics=self._rest_metrics, request_timeout=self._request_timeout
+            api=api,
+            metrics=self._rest_metrics,
+            metrics_host=WORKLOAD_HOST,  # the address is the tenant's: not a label value
+            request_timeout=self._request_timeout,
         )
         nodes = Informer(
             kube=kube,
@@ -205,7 +333,17 @@ class WorkloadClusters:
         cluster = WorkloadCluster(key=key, api=api, kube=kube, nodes=nodes, secret_version=version)
         cluster.task = asyncio.create_task(nodes.run(), name=f"nodes {key}")
         self._clusters[key] = cluster
-        _log.info("workload cluster connected", cluster=str(key), server=cfg.host)
+        _log.info("workload cluster connected", cluster=str(key))
+
+    def _fail(self, key: ClusterKey, error: WorkloadError) -> None:
+        if self._errors.get(key) != error:  # log a change once, not every retry
+            _log.warning(
+                "workload cluster kubeconfig not usable",
+                cluster=str(key),
+                reason=error.reason,
+                error=error.message,
+            )
+        self._errors[key] = error
 
     async def _stop(self, key: ClusterKey) -> None:
         cluster = self._clusters.pop(key, None)
@@ -218,17 +356,12 @@ class WorkloadClusters:
         await cluster.api.close()
         _log.info("workload cluster disconnected", cluster=str(key))
 
-    async def _configuration(self, secret: Obj) -> client.Configuration:
-        raw = (secret.get("data") or {}).get("value")
-        if not raw:
-            raise ValueError("the Secret has no 'value' key")
-        config = yaml.safe_load(base64.b64decode(raw))
-        if not isinstance(config, dict):
-            raise ValueError("'value' is not a kubeconfig")
-        cfg = client.Configuration()
-        # kubernetes_asyncio writes embedded certificates to temp files it caches by content
-        # for the life of the process (and removes at exit); a private directory removed
-        # earlier would leave that cache pointing at deleted files.
-        loader = KubeConfigLoader(config_dict=config)
-        await loader.load_and_set(cfg)
-        return cfg
+
+__all__ = [
+    "KUBECONFIG_SECRET_TYPE",
+    "ClusterKey",
+    "WorkloadCluster",
+    "WorkloadClusters",
+    "WorkloadError",
+    "cluster_for_secret",
+]

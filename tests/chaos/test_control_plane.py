@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
+from controller.providers.inmemory.adapter import inmemory_group_name
 from controller.runtime.kube import NAMESPACES, KubeClient, RestMetrics
 from controller.testing import ControlPlane
 from controller.testing.waiting import until
@@ -70,7 +71,7 @@ async def test_apiserver_killed_and_restarted_mid_scale(
             await scale(kube=kube, namespace=ns, pools=fleet.pools)
 
             def scaling() -> bool:
-                view = product.simulator.inspect(name=f"{ns}-p0")
+                view = product.simulator.inspect(name=inmemory_group_name(namespace=ns, name="p0"))
                 return view is not None and view.desired == 5
 
             await until(scaling, timeout=30, what="the scale-out reaching the cloud")

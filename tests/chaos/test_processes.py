@@ -24,6 +24,7 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import MACHINE_POOL
+from controller.providers.inmemory.adapter import inmemory_group_name
 from controller.runtime.kube import KubeClient, Resource, RestMetrics
 from controller.testing import ControlPlane
 from controller.testing.ports import free_port
@@ -55,7 +56,7 @@ def _run_args(kubeconfig: str, namespace: str, sim_port: int, metrics_port: int)
     return [
         "run", "--kubeconfig", kubeconfig, "--namespace", namespace,
         "--inmemory-endpoint", f"http://127.0.0.1:{sim_port}",
-        "--metrics-bind-address", f"127.0.0.1:{metrics_port}",
+        "--metrics-bind-address", f"127.0.0.1:{metrics_port}", "--metrics-secure=false",
         "--health-probe-bind-address", "0", "--log-level", "info",
         "--concurrency", "4", "--reconcile-timeout", "20s",
     ]  # fmt: skip
@@ -137,7 +138,9 @@ async def test_controller_sigkilled_during_scale_out_and_deletion(
             )  # fmt: skip
             # no instance was launched twice: ids are unique and as many as asked for
             for name, replicas in fleet.pools.items():
-                group = await simulator_group(sim_port, f"{namespace}-{name}")
+                group = await simulator_group(
+                    sim_port, inmemory_group_name(namespace=namespace, name=name)
+                )
                 assert group["desiredCapacity"] == replicas
 
             victims = ["a", "b"]
@@ -158,7 +161,12 @@ async def test_controller_sigkilled_during_scale_out_and_deletion(
                 act=delete,
             )  # fmt: skip
             for name in victims:
-                assert await simulator_instances(sim_port, f"{namespace}-{name}") == []
+                assert (
+                    await simulator_instances(
+                        sim_port, inmemory_group_name(namespace=namespace, name=name)
+                    )
+                    == []
+                )
                 assert not await _exists(kube, namespace, name)
     finally:
         await delete_nodes(kube=kube, namespace=namespace)

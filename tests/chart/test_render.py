@@ -20,6 +20,13 @@ ALL_FEATURES: dict[str, Any] = {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
         "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
         "grafanaDashboard": {"enabled": True},
+        "readerSubjects": [
+            {"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}
+        ],
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
     },
     "provider": {"credentialsSecret": "cloud-credentials"},
     "serviceAccount": {
@@ -41,6 +48,9 @@ ALL_FEATURES: dict[str, Any] = {
     ],
     "logging": {"format": "console", "level": "debug"},
 }
+
+
+_NAME = "mpc-machinepool-controller"
 
 
 def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -65,6 +75,8 @@ async def test_defaults_render_a_hardened_two_replica_deployment(helm: Helm) -> 
     assert kinds(docs) == sorted([
         "ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role",
         "RoleBinding", "Service", "ServiceAccount",
+        # the secure metrics endpoint: metrics-auth (and its binding), metrics-reader
+        "ClusterRole", "ClusterRoleBinding", "ClusterRole",
     ])  # fmt: skip
     deployment = find(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -95,6 +107,8 @@ async def test_defaults_render_a_hardened_two_replica_deployment(helm: Helm) -> 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert options.metrics_bind_address == f":{ports['metrics']}"
     assert options.health_probe_bind_address == f":{ports['health']}"
+    assert options.metrics_secure is True
+    assert options.metrics_cert_path is None  # self-signed
 
     pdb = find(docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
@@ -137,14 +151,21 @@ async def test_monitoring_kinds_need_the_cluster_to_serve_them(helm: Helm) -> No
 
 async def test_watch_namespace_narrows_rbac_to_a_role(helm: Helm) -> None:
     docs = await helm.render(values={"watchNamespace": "team-a"})
-    # The one cluster-scoped right left: reading CRDs (a reference's contract label).
-    reader = find(docs, "ClusterRole")
-    assert reader["metadata"]["name"] == "mpc-machinepool-controller-crd-reader"
+    cluster_roles = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"}
+    assert cluster_roles == {  # the secure metrics endpoint, and reading CRDs
+        "mpc-machinepool-controller-metrics-auth",
+        "mpc-machinepool-controller-metrics-reader",
+        "mpc-machinepool-controller-crd-reader",
+    }
+    # The one cluster-scoped right of the reconcilers: reading CRDs (a reference's contract
+    # label).
+    reader = find(docs, "ClusterRole", "mpc-machinepool-controller-crd-reader")
     assert reader["rules"] == [
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
          "verbs": ["get"]}
     ]  # fmt: skip
-    assert find(docs, "ClusterRoleBinding")["roleRef"]["name"] == reader["metadata"]["name"]
+    binding = find(docs, "ClusterRoleBinding", "mpc-machinepool-controller-crd-reader")
+    assert binding["roleRef"]["name"] == reader["metadata"]["name"]
     role = find(docs, "Role", "mpc-machinepool-controller")
     assert role["metadata"]["namespace"] == "team-a"
     binding = find(docs, "RoleBinding", "mpc-machinepool-controller")
@@ -152,25 +173,76 @@ async def test_watch_namespace_narrows_rbac_to_a_role(helm: Helm) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "mpc-machinepool-controller", "namespace": "mpc-system"}
     ]
-    assert _parse_run_args(_container(docs)["args"]).namespace == "team-a"
+    assert _parse_run_args(_container(docs)["args"]).namespaces == ("team-a",)
+
+
+async def test_watch_namespaces_render_a_role_in_each_and_no_cluster_role(helm: Helm) -> None:
+    docs = await helm.render(values={"watchNamespaces": ["team-a", "team-b"]})
+    # Cluster-scoped: only what the secure metrics endpoint needs, and reading CRDs.
+    assert {d["metadata"]["name"] for d in docs if d["kind"].startswith("Cluster")} == {
+        f"{_NAME}-metrics-auth", f"{_NAME}-metrics-reader", f"{_NAME}-crd-reader",
+    }  # fmt: skip
+    cluster_rules = [  # without reading CRDs, which is cluster-scoped (the crd-reader above)
+        rule
+        for rule in find(await helm.render(), "ClusterRole", _NAME)["rules"]
+        if rule["apiGroups"] != ["apiextensions.k8s.io"]
+    ]
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == _NAME]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    # The same rules, each namespace's Role granting there what the ClusterRole grants.
+    assert all(r["rules"] == cluster_rules for r in roles)
+    bindings = [d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == _NAME]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": _NAME,
+        }  # fmt: skip
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": _NAME, "namespace": "mpc-system"}
+        ]
+    # The Lease Role stays in the release namespace, whatever is watched.
+    lease = find(docs, "Role", f"{_NAME}-leader-election")
+    assert lease["metadata"]["namespace"] == "mpc-system"
+    assert _parse_run_args(_container(docs)["args"]).namespaces == ("team-a", "team-b")
+    # The older single value joins the list.
+    docs = await helm.render(values={"watchNamespaces": ["team-a"], "watchNamespace": "team-c"})
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == _NAME]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-c"]
+    assert _parse_run_args(_container(docs)["args"]).namespaces == ("team-a", "team-c")
 
 
 async def test_rbac_is_least_privilege(helm: Helm) -> None:
     docs = await helm.render()
-    rules = find(docs, "ClusterRole")["rules"]
+    rules = find(docs, "ClusterRole", "mpc-machinepool-controller")["rules"]
     verbs = {
         (group, resource): set(rule["verbs"])
         for rule in rules for group in rule["apiGroups"] for resource in rule["resources"]
     }  # fmt: skip
     # Nothing is ever created, updated (PUT) or deleted cluster-wide except as listed.
     assert all("*" not in v and "update" not in v and "escalate" not in v for v in verbs.values())
-    # Created: Events, the pool's Machines, and the per-instance infra machines.
+    # Created: Events, the pool's Machines, and the per-instance infra machines; never an
+    # infra pool (a person or tool creates it).
     creators = {("events.k8s.io", "events"), ("cluster.x-k8s.io", "machines"),
-                ("infrastructure.cluster.x-k8s.io", "inmemorymachines"),
-                ("infrastructure.cluster.x-k8s.io", "inmemorymachinepools")}  # fmt: skip
-    assert all("create" not in v for k, v in verbs.items() if k not in creators)
+                ("infrastructure.cluster.x-k8s.io", "inmemorymachines")}  # fmt: skip
+    assert {k for k, v in verbs.items() if "create" in v} == creators
+    # Exactly the verbs the code sends: informers list and watch, and only objects read by
+    # reference (infra pools, bootstrap configs, bootstrap data Secrets) are read with GET.
+    assert verbs[("cluster.x-k8s.io", "machinepools")] == {"list", "watch", "patch"}
+    assert verbs[("cluster.x-k8s.io", "machines")] == {"list", "watch", "create", "patch", "delete"}
+    assert verbs[("cluster.x-k8s.io", "clusters")] == {"get", "list", "watch"}
+    assert verbs[("cluster.x-k8s.io", "machinehealthchecks")] == {"list", "watch"}
+    assert verbs[("infrastructure.cluster.x-k8s.io", "inmemorymachinepools")] == {
+        "get", "list", "watch", "patch", "delete",
+    }  # fmt: skip
+    assert verbs[("infrastructure.cluster.x-k8s.io", "inmemorymachines")] == {
+        "list", "watch", "create", "patch", "delete",
+    }  # fmt: skip
+    assert verbs[("bootstrap.cluster.x-k8s.io", "*")] == {"get", "patch", "delete"}
     assert verbs[("", "secrets")] == {"get", "list", "watch"}
     assert verbs[("apiextensions.k8s.io", "customresourcedefinitions")] == {"get"}
+    assert verbs[("events.k8s.io", "events")] == {"create", "patch"}
+    statuses = {k for k in verbs if k[1].endswith("/status")}
+    assert all(verbs[k] == {"patch"} for k in statuses)
     assert ("", "nodes") not in verbs  # Nodes live in workload clusters, reached by kubeconfig
     lease = find(docs, "Role", "mpc-machinepool-controller-leader-election")["rules"]
     by_name = [r for r in lease if r.get("resourceNames")]
@@ -181,6 +253,77 @@ async def test_rbac_is_least_privilege(helm: Helm) -> None:
     }]  # fmt: skip
     unnamed = [r for r in lease if not r.get("resourceNames")]
     assert [r["verbs"] for r in unnamed] == [["create"]]
+
+
+async def test_metrics_are_secure_by_default_with_their_rbac_and_monitor(helm: Helm) -> None:
+    docs = await helm.render(
+        values={"metrics": {"serviceMonitor": {"enabled": True}}}, api_versions=[MONITORING]
+    )
+    assert find(docs, "ClusterRole", "mpc-machinepool-controller-metrics-auth")["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
+         "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+         "verbs": ["create"]},
+    ]  # fmt: skip
+    binding = find(docs, "ClusterRoleBinding", "mpc-machinepool-controller-metrics-auth")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mpc-machinepool-controller", "namespace": "mpc-system"}
+    ]
+    reader = find(docs, "ClusterRole", "mpc-machinepool-controller-metrics-reader")
+    assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    assert "mpc-machinepool-controller-metrics-reader" not in {
+        d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"
+    }  # no readerSubjects: nothing bound
+    endpoint = find(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+
+
+async def test_a_metrics_certificate_and_its_ca_are_served_and_verified(helm: Helm) -> None:
+    docs = await helm.render(values={"metrics": {
+        "certSecret": "metrics-tls",
+        "serviceMonitor": {"enabled": True, "tlsConfig": {"caSecret": {"name": "metrics-ca"}}},
+    }}, api_versions=[MONITORING])  # fmt: skip
+    container = _container(docs)
+    assert "--metrics-cert-path=/etc/machinepool-controller/metrics-certs" in container["args"]
+    assert {"name": "metrics-certs", "mountPath": "/etc/machinepool-controller/metrics-certs",
+            "readOnly": True} in container["volumeMounts"]  # fmt: skip
+    volumes = find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "metrics-certs", "secret": {"secretName": "metrics-tls", "items": [
+        {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"},
+    ]}} in volumes  # fmt: skip
+    assert find(docs, "ServiceMonitor")["spec"]["endpoints"][0]["tlsConfig"] == {
+        "ca": {"secret": {"name": "metrics-ca", "key": "ca.crt"}},
+        "serverName": "mpc-machinepool-controller-metrics.mpc-system.svc",
+    }
+
+
+async def test_plain_metrics_when_asked_drop_the_auth_rbac(helm: Helm) -> None:
+    docs = await helm.render(values={"metrics": {
+        "secure": False, "certSecret": "ignored", "serviceMonitor": {"enabled": True},
+    }}, api_versions=[MONITORING])  # fmt: skip
+    assert _parse_run_args(_container(docs)["args"]).metrics_secure is False
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"} == {
+        "mpc-machinepool-controller"
+    }
+    endpoint = find(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert not {"scheme", "bearerTokenFile", "tlsConfig"} & set(endpoint)
+
+
+async def test_network_policy_admits_only_the_metrics_and_probe_ports(helm: Helm) -> None:
+    assert "NetworkPolicy" not in kinds(await helm.render())  # off by default
+    docs = await helm.render(values=ALL_FEATURES)
+    policy = find(docs, "NetworkPolicy")
+    deployment = find(docs, "Deployment")
+    assert policy["spec"]["podSelector"] == deployment["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    metrics, probes = policy["spec"]["ingress"]
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}],
+                       "from": ALL_FEATURES["networkPolicy"]["metricsFrom"]}  # fmt: skip
+    assert probes == {"ports": [{"port": "health", "protocol": "TCP"}]}
+    named = {p["name"] for p in _container(docs)["ports"]}
+    assert named == {"metrics", "health"}  # the ports the policy names, and no others
 
 
 @pytest.mark.parametrize(
@@ -197,6 +340,13 @@ async def test_rbac_is_least_privilege(helm: Helm) -> None:
         ({"serviceAccount": {"workloadIdentity": {"awsRoleArn": "my-role"}}},
          "/serviceAccount/workloadIdentity/awsRoleArn"),
         ({"watchNamespace": "Team_A"}, "/watchNamespace"),
+        ({"watchNamespaces": ["team-a", "Team_B"]}, "/watchNamespaces/1"),
+        ({"watchNamespaces": [""]}, "/watchNamespaces/0"),
+        ({"rbac": {"infrastructureResources": ["awsmachinepools"]}}, "infrastructureResources"),
+        ({"metrics": {"secure": "yes"}}, "/metrics/secure"),
+        ({"metrics": {"readerSubjects": [{"kind": "Robot", "name": "r"}]}},
+         "/metrics/readerSubjects/0/kind"),
+        ({"networkPolicy": {"enabeld": True}}, "enabeld"),
         ({"extraArgs": ["leader-elect"]}, "/extraArgs/0"),
         ({"metrics": {"prometheusRule": {"notConvergingFor": "half an hour"}}},
          "/metrics/prometheusRule/notConvergingFor"),

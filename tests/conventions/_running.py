@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE_POOL
 from controller.machinepool.setup import setup_machinepool_controller
-from controller.providers.inmemory.adapter import InMemoryPoolAdapter
+from controller.providers.inmemory.adapter import InMemoryPoolAdapter, inmemory_group_name
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
 from controller.providers.setup import setup_infrastructure_controller
@@ -48,7 +48,7 @@ class Running:
 
     def live(self, pool: str) -> int:
         """Pending or running instances of ``pool``'s simulated group (0 if no group)."""
-        view = self.simulator.inspect(name=f"{self.namespace}-{pool}")
+        view = self.simulator.inspect(name=inmemory_group_name(namespace=self.namespace, name=pool))
         if view is None:
             return 0
         return sum(1 for i in view.instances if i.phase in ("pending", "running"))

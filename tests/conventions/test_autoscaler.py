@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE_POOL
 from controller.machinepool.autoscaler import MAX_SIZE_ANNOTATION, MIN_SIZE_ANNOTATION
+from controller.providers.inmemory.adapter import inmemory_group_name
 from controller.runtime.kube import EVENTS, KubeClient, RestMetrics, resource_path
 from controller.testing import ControlPlane
 from controller.testing.scenario import (
@@ -71,7 +72,9 @@ async def test_min_size_defaults_replicas_and_scale_works_inside_and_outside_the
         await until(lambda: run.running_replicas("p1", 3), timeout=60, what="3 replicas")
         pool = await run.pool("p1")
         assert pool["spec"]["replicas"] == 3
-        assert run.simulator.inspect(name=f"{namespace}-p1").desired == 3  # type: ignore[union-attr]
+        view = run.simulator.inspect(name=inmemory_group_name(namespace=namespace, name="p1"))
+        assert view is not None
+        assert view.desired == 3
         cond = _condition(pool, "AutoscalerBounds")
         assert cond is not None
         assert (cond["status"], cond["reason"]) == ("True", "WithinBounds")

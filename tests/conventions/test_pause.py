@@ -14,6 +14,7 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import CLUSTER, MACHINE_POOL
+from controller.providers.inmemory.adapter import inmemory_group_name
 from controller.runtime.kube import KubeClient, RestMetrics
 from controller.testing import ControlPlane
 from controller.testing.scenario import create_inmemory_pool, create_workload_cluster
@@ -83,7 +84,7 @@ async def test_cluster_paused_mid_move_freezes_the_pool_until_unpaused(
         )
         assert pool_after["spec"]["replicas"] == 4
         assert (pool_after.get("status") or {}).get("replicas") == 2
-        group = run.simulator.inspect(name=f"{namespace}-p1")
+        group = run.simulator.inspect(name=inmemory_group_name(namespace=namespace, name="p1"))
         assert group is not None
         assert group.desired == 2
         assert run.live("p1") == 2

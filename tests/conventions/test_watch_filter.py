@@ -13,6 +13,7 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE_POOL
+from controller.providers.inmemory.adapter import inmemory_group_name
 from controller.runtime.kube import KubeClient, RestMetrics
 from controller.testing import ControlPlane
 from controller.testing.scenario import create_inmemory_pool, create_workload_cluster
@@ -51,9 +52,18 @@ async def test_two_controllers_with_different_watch_filters_each_reconcile_their
         )
         # Each simulator holds only its own pool's group.
         for mine, other, run in (("pa", "pb", a), ("pb", "pa", b)):
-            assert run.simulator.inspect(name=f"{namespace}-{mine}") is not None
-            assert run.simulator.inspect(name=f"{namespace}-{other}") is None
-            assert run.simulator.inspect(name=f"{namespace}-pc") is None
+            assert (
+                run.simulator.inspect(name=inmemory_group_name(namespace=namespace, name=mine))
+                is not None
+            )
+            assert (
+                run.simulator.inspect(name=inmemory_group_name(namespace=namespace, name=other))
+                is None
+            )
+            assert (
+                run.simulator.inspect(name=inmemory_group_name(namespace=namespace, name="pc"))
+                is None
+            )
         # Both controllers have seen every pool in the namespace (initial LIST) by now;
         # neither has touched the unlabelled one.
         unlabelled = await a.pool("pc")
@@ -68,4 +78,4 @@ async def test_two_controllers_with_different_watch_filters_each_reconcile_their
                 patch={"metadata": {"labels": {FILTER: "team-a"}}},
             )  # fmt: skip
         await until(lambda: a.running_replicas("pc", 2), timeout=60, what="pc Running under a")
-        assert b.simulator.inspect(name=f"{namespace}-pc") is None
+        assert b.simulator.inspect(name=inmemory_group_name(namespace=namespace, name="pc")) is None

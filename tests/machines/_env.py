@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, MACHINE, MACHINE_POOL
 from controller.app import setup_controllers
-from controller.providers.inmemory.adapter import InMemoryPoolAdapter
+from controller.providers.inmemory.adapter import InMemoryPoolAdapter, inmemory_group_name
 from controller.providers.inmemory.nodes import NodeRegistrar
 from controller.providers.inmemory.simulator import InstanceView, Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
@@ -58,7 +58,7 @@ class Env:
 
     @property
     def group(self) -> str:
-        return f"{self.namespace}-{self.pool}"
+        return inmemory_group_name(namespace=self.namespace, name=self.pool)
 
     def instances(self) -> list[InstanceView]:
         view = self.simulator.inspect(name=self.group)

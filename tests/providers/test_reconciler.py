@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE_POOL
 from controller.machinepool.setup import setup_machinepool_controller
-from controller.providers.inmemory.adapter import InMemoryPoolAdapter
+from controller.providers.inmemory.adapter import InMemoryPoolAdapter, inmemory_group_name
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
 from controller.providers.setup import setup_infrastructure_controller
@@ -151,7 +151,13 @@ async def test_create_scale_out_in_to_zero_and_back_then_delete(env: Env) -> Non
         try:
             await env.pool()
         except ApiError as exc:
-            return exc.not_found and env.simulator.inspect(name=f"{env.namespace}-p1") is None
+            return (
+                exc.not_found
+                and env.simulator.inspect(
+                    name=inmemory_group_name(namespace=env.namespace, name="p1")
+                )
+                is None
+            )
         return False
 
     await until(all_gone, timeout=60, what="pool, infra pool and cloud group deleted")
@@ -166,7 +172,9 @@ async def test_replicas_outside_min_max_is_a_condition_not_a_cloud_call(env: Env
         return any(c["type"] == "Ready" and c["reason"] == "ReplicasOutOfRange" for c in conds)
 
     await until(reported, what="ReplicasOutOfRange")
-    assert env.simulator.inspect(name=f"{env.namespace}-p1") is None
+    assert (
+        env.simulator.inspect(name=inmemory_group_name(namespace=env.namespace, name="p1")) is None
+    )
     await env.scale(3)
     await until(lambda: env.converged(3), timeout=60, what="convergence once within bounds")
 
@@ -180,7 +188,9 @@ async def test_replicas_managed_by_copies_the_group_size_back(env: Env, annotati
         patch={"metadata": {"annotations": {"cluster.x-k8s.io/replicas-managed-by": annotation}}},
     )  # fmt: skip
     # The external autoscaler resizes the cloud group directly.
-    await env.simulator.set_capacity(name=f"{env.namespace}-p1", desired=4)
+    await env.simulator.set_capacity(
+        name=inmemory_group_name(namespace=env.namespace, name="p1"), desired=4
+    )
 
     async def followed() -> bool:
         pool = await env.pool()

@@ -1,11 +1,13 @@
 """Informers against the real API server: sync, ordered events, and recovery from a broken
 watch: a restarted API server, an expired resourceVersion (410) after etcd compaction with a
-delete in the gap, and a half-open connection caught by the inactivity timeout."""
+delete in the gap, and a half-open connection caught by the inactivity timeout. One informer
+over several namespaces fills one store from those namespaces only."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -14,7 +16,8 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.runtime.informer import Informer, InformerEvent
-from controller.runtime.kube import KubeClient, Resource, RestMetrics
+from controller.runtime.kube import NAMESPACES, KubeClient, Resource, RestMetrics
+from controller.runtime.store import by_label
 from controller.testing import ControlPlane
 from controller.testing.proxy import TcpProxy
 from controller.testing.waiting import until
@@ -215,3 +218,51 @@ async def test_a_failing_handler_does_not_stop_the_informer(
     async with running(informer):
         await _make_cm(kube, namespace, "x")
         await rec.wait_for(lambda _: rec.seen("ADDED", "x"))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def two_more_namespaces(api_client: client.ApiClient) -> AsyncIterator[tuple[str, str]]:
+    kube = _kube(api_client)
+    names = (f"t-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:10]}")
+    for name in names:
+        await kube.create(NAMESPACES, body={"metadata": {"name": name}})
+    yield names
+    for name in names:
+        await kube.delete(NAMESPACES, name=name)
+
+
+async def test_several_namespaces_share_one_store_and_ignore_the_others(
+    api_client: client.ApiClient, namespace: str, two_more_namespaces: tuple[str, str]
+) -> None:
+    kube = _kube(api_client)
+    a, (b, outside) = namespace, two_more_namespaces
+    for ns in (a, b, outside):
+        await kube.create(
+            CONFIGMAPS, namespace=ns,
+            body={"metadata": {"name": "x", "labels": {"team": "t"}}, "data": {}},
+        )  # fmt: skip
+    informer = Informer(kube=kube, resource=CONFIGMAPS, namespace=(b, a, a))
+    informer.store.add_index(name="team", func=by_label("team"))
+    recorder = Recorder()
+    informer.add_handler(recorder)
+    async with running(informer):
+        # One informer, one store keyed namespace/name, indexes across both namespaces.
+        assert informer.namespace == tuple(sorted((a, b)))
+        assert f"{a}/x" in informer.store
+        assert f"{b}/x" in informer.store
+        assert f"{outside}/x" not in informer.store
+        assert {o["metadata"]["namespace"] for o in informer.store.by_index(
+            name="team", value="t")} == {a, b}  # fmt: skip
+        # Changes in the unwatched namespace never arrive; those in both watched ones do.
+        await _make_cm(kube, outside, "late")
+        await _make_cm(kube, b, "late")
+        await kube.delete(CONFIGMAPS, namespace=a, name="x")
+        await recorder.wait_for(
+            lambda evs: (
+                any(e.type == "ADDED" and e.key == f"{b}/late" for e in evs)
+                and any(e.type == "DELETED" and e.key == f"{a}/x" for e in evs)
+            )
+        )
+        assert not [e for e in recorder.events if e.obj["metadata"]["namespace"] == outside]
+        assert f"{b}/x" in informer.store  # the other namespace's object is untouched
+        assert informer.lists == 2  # one LIST per namespace

@@ -67,3 +67,93 @@ app.kubernetes.io/component: controller
 {{- fail "inmemory.stateFile keeps the simulator's state in one pod's /tmp; with replicaCount > 1 use inmemory.endpoint (a separate simulator) instead" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The namespaces to watch, as a JSON list: watchNamespaces plus the older single
+watchNamespace, without repeats; empty means every namespace. */}}
+{{- define "mpc.watchNamespaces" -}}
+{{- $names := list -}}
+{{- range .Values.watchNamespaces -}}
+{{- $names = append $names . -}}
+{{- end -}}
+{{- with .Values.watchNamespace -}}
+{{- $names = append $names . -}}
+{{- end -}}
+{{- $names | uniq | toJson -}}
+{{- end -}}
+
+{{/* The rules the controller needs in every namespace it watches (a ClusterRole's rules when
+it watches all). Each verb is one the code sends; informers need list and watch only (never
+get); nothing here is ever updated (PUT) or deleted in bulk. */}}
+{{- define "mpc.namespacedRules" -}}
+# The core reconciler's own object: informer (list/watch), finalizer (apply, JSON patch),
+# spec (providerIDList, replicas under replicas-managed-by) and ownerReferences (merge patch).
+- apiGroups: [cluster.x-k8s.io]
+  resources: [machinepools]
+  verbs: [list, watch, patch]
+- apiGroups: [cluster.x-k8s.io]
+  resources: [machinepools/status]
+  verbs: [patch]
+# One Machine per instance: created by the core reconciler, status by the Machine and
+# health-check controllers, its finalizer and delete-reason annotation patched, deleted on
+# scale-in.
+- apiGroups: [cluster.x-k8s.io]
+  resources: [machines]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [cluster.x-k8s.io]
+  resources: [machines/status]
+  verbs: [patch]
+# Clusters are only read: an informer (owner reference, pause, infrastructure readiness), and
+# one GET by the in-memory cloud's kubelet before it trusts a <cluster>-kubeconfig Secret.
+- apiGroups: [cluster.x-k8s.io]
+  resources: [clusters]
+  verbs: [get, list, watch]
+# MachineHealthChecks: informer; status (counters, targets, conditions).
+- apiGroups: [cluster.x-k8s.io]
+  resources: [machinehealthchecks]
+  verbs: [list, watch]
+- apiGroups: [cluster.x-k8s.io]
+  resources: [machinehealthchecks/status]
+  verbs: [patch]
+# Infra pools: informer, read by reference (GET), finalizer, adoption (ownerReferences,
+# cluster label), spec and status written by the infrastructure reconciler, deleted with
+# their MachinePool. Never created: a person or tool creates them.
+{{- with .Values.rbac.infrastructurePoolResources }}
+- apiGroups: [infrastructure.cluster.x-k8s.io]
+  resources: {{ toJson . }}
+  verbs: [get, list, watch, patch, delete]
+- apiGroups: [infrastructure.cluster.x-k8s.io]
+  resources:
+    {{- range . }}
+    - {{ printf "%s/status" . | quote }}
+    {{- end }}
+  verbs: [patch]
+{{- end }}
+# Infra machines: informer, one created per instance, finalizer, status, deleted with their
+# instance.
+{{- with .Values.rbac.infrastructureMachineResources }}
+- apiGroups: [infrastructure.cluster.x-k8s.io]
+  resources: {{ toJson . }}
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [infrastructure.cluster.x-k8s.io]
+  resources:
+    {{- range . }}
+    - {{ printf "%s/status" . | quote }}
+    {{- end }}
+  verbs: [patch]
+{{- end }}
+# Bootstrap configs named by a pool's configRef: read, adopted, deleted with the pool.
+{{- with .Values.rbac.bootstrapResources }}
+- apiGroups: [bootstrap.cluster.x-k8s.io]
+  resources: {{ toJson . }}
+  verbs: [get, patch, delete]
+{{- end }}
+# <cluster>-kubeconfig Secrets (an informer with a label selector; RBAC cannot narrow by
+# label) and bootstrap data Secrets (one GET). Never written.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch]
+# Events on MachinePools and infra pools (created, then patched as a series).
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}

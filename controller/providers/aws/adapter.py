@@ -1,8 +1,9 @@
 """How an ``AWSMachinePool`` becomes an Auto Scaling group spec.
 
-The group (and its launch template) is named ``<namespace>-<name>`` (cut to AWS's 255
-characters with a hash suffix when longer), so pools of the same name in two namespaces
-sharing an account do not collide.
+The group and its launch template share one name (:mod:`controller.providers.naming`: a
+readable ``<namespace>-<name>`` prefix and a hash of ``<namespace>/<name>``, at most 128
+characters, the launch template's limit), recorded in ``status.groupName`` and kept for the
+pool's life, so pools sharing an account never collide.
 
 ``GroupSpec.template`` carries the AWS-specific settings as plain data (the provider turns
 them into API parameters; see :mod:`controller.providers.aws.provider`).
@@ -24,7 +25,11 @@ Secret's arrival re-queues the pool (:mod:`controller.providers.aws.setup`).
 Tags (on the group, the launch template, instances and volumes): the cluster ownership tags
 ``sigs.k8s.io/cluster-api-provider-aws/cluster/<cluster>=owned`` and
 ``kubernetes.io/cluster/<cluster>=owned``, ``sigs.k8s.io/cluster-api-provider-aws/role=node``,
-``Name=<pool>``, then ``additionalTags`` (which win).
+``Name=<pool>``, then ``additionalTags`` (which win over those), then the ownership tags
+(:meth:`AwsPoolAdapter.owner_tags`: the pool's namespace and name, and the CAPA cluster tag),
+which nothing overrides. A group or launch template of the pool's name that lacks any
+ownership tag is someone else's: the provider leaves it untouched
+(:class:`~controller.providers.base.GroupOwnedByOthersError`).
 
 Removing a tag from ``additionalTags`` removes it from the group, as CAPA does: the
 ``additionalTags`` applied last are recorded on the AWSMachinePool in CAPA's annotation
@@ -53,6 +58,7 @@ from controller.api.kinds import AWS_MACHINE, AWS_MACHINE_POOL, Kind
 from controller.providers.aws.launchtemplate import LaunchTemplates
 from controller.providers.aws.provider import PROCESSES
 from controller.providers.base import GroupSpec, GroupStatus, PermanentError
+from controller.providers.naming import pool_owner_tags, recorded_group_name
 from controller.runtime.informer import Informer
 
 __all__ = ["LAST_APPLIED_TAGS_ANNOTATION", "AwsPoolAdapter", "parse_duration_seconds"]
@@ -62,9 +68,11 @@ LAST_APPLIED_TAGS_ANNOTATION = "sigs.k8s.io/cluster-api-provider-aws-last-applie
 
 Obj = dict[str, Any]
 
-_MAX_NAME = 255
+#: Launch template names are at most 128 characters (Auto Scaling groups 255); both share it.
+_MAX_NAME = 128
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_CAPA_CLUSTER_TAG = "sigs.k8s.io/cluster-api-provider-aws/cluster/"
 #: CAPA's ``suspendProcesses.processes`` keys to Auto Scaling process names.
 _PROCESS_NAMES = {p[0].lower() + p[1:]: p for p in PROCESSES} | {"azRebalance": "AZRebalance"}
 
@@ -151,11 +159,16 @@ class AwsPoolAdapter:
         return {LAST_APPLIED_TAGS_ANNOTATION: _tags_record(wanted)}
 
     def group_name(self, *, infra: Obj) -> str:
+        return recorded_group_name(infra=infra, max_length=_MAX_NAME)
+
+    def owner_tags(self, *, infra: Obj, cluster: str | None) -> dict[str, str]:
+        """The pool's namespace and name tags, and CAPA's cluster tag when the cluster is
+        known (a pool being deleted after its MachinePool may no longer know it)."""
         meta = infra["metadata"]
-        name = f"{meta['namespace']}-{meta['name']}"
-        if len(name) <= _MAX_NAME:
-            return name
-        return f"{name[: _MAX_NAME - 11]}-{_digest(name)}"
+        tags = pool_owner_tags(namespace=str(meta["namespace"]), name=str(meta["name"]))
+        if cluster:
+            tags[f"{_CAPA_CLUSTER_TAG}{cluster}"] = "owned"
+        return tags
 
     def group_spec(self, *, infra: Obj, pool: Obj) -> GroupSpec:
         spec = infra.get("spec") or {}
@@ -189,12 +202,13 @@ class AwsPoolAdapter:
         prefs = spec.get("refreshPreferences") or {}
         if strategy == "InstanceRefresh" and not prefs.get("disable"):
             template["instanceRefresh"] = {"enabled": True, **prefs}
+        owner = self.owner_tags(infra=infra, cluster=cluster)
         tags = {
-            f"sigs.k8s.io/cluster-api-provider-aws/cluster/{cluster}": "owned",
             f"kubernetes.io/cluster/{cluster}": "owned",
             "sigs.k8s.io/cluster-api-provider-aws/role": "node",
             "Name": str(meta["name"]),
             **_additional_tags(infra),
+            **owner,
         }
         low, high = self.size_bounds(infra=infra)
         return GroupSpec(
@@ -208,6 +222,7 @@ class AwsPoolAdapter:
             bootstrap_data=self._bootstrap_data(pool),
             tags=tags,
             applied_tag_keys=frozenset(_last_applied_tags(infra) or ()),
+            owner_tags=owner,
         )
 
     def delete_policy(self, *, infra: Obj) -> str:

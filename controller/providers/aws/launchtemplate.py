@@ -17,6 +17,12 @@ A change of user data alone (a rotated bootstrap token) makes a new version but 
 shape version, so instances are not reported out of date by it (as CAPA, which does not
 refresh instances for user data).
 
+Ownership: a template this process did not create is looked up with
+``DescribeLaunchTemplates`` (which reports its tags) before anything is written to it; one
+without every ``owner_tags`` tag is someone else's, and :meth:`LaunchTemplates.ensure` and
+:meth:`LaunchTemplates.delete` raise
+:class:`~controller.providers.base.GroupOwnedByOthersError` without touching it.
+
 Failure: AWS errors propagate as the typed provider errors. A template that vanished behind
 our back, or one an earlier attempt created without our seeing the answer, is a
 :class:`~controller.providers.base.RetryableError`, and the next reconcile looks it up again.
@@ -34,7 +40,13 @@ from typing import Any
 import structlog
 
 from controller.providers.aws.client import AwsApi
-from controller.providers.base import PermanentError, ProviderError, RetryableError
+from controller.providers.base import (
+    GroupOwnedByOthersError,
+    PermanentError,
+    ProviderError,
+    RetryableError,
+    owned,
+)
 
 __all__ = ["VERSION_TAG", "LaunchTemplates", "LtState", "template_data"]
 
@@ -118,11 +130,17 @@ class LaunchTemplates:
         return self._known.get(name)
 
     async def ensure(
-        self, *, name: str, data: dict[str, Any], version: str, tags: Mapping[str, str]
+        self,
+        *,
+        name: str,
+        data: dict[str, Any],
+        version: str,
+        tags: Mapping[str, str],
+        owner_tags: Mapping[str, str],
     ) -> tuple[LtState, bool]:
         """The template at the wanted data; True when a version was created."""
         description = description_for(data=data, version=version)
-        state = self._known.get(name) or await self._lookup(name)
+        state = self._known.get(name) or await self._lookup(name, owner_tags=owner_tags)
         if state is not None and state.description == description:
             return state, False
         if state is None:
@@ -209,8 +227,8 @@ class LaunchTemplates:
                 error=exc.message,
             )
 
-    async def delete(self, *, name: str) -> None:
-        """Delete the template; already gone is fine.
+    async def delete(self, *, name: str, owner_tags: Mapping[str, str]) -> None:
+        """Delete the template; already gone is fine; not ours is GroupOwnedByOthersError.
 
         Looked up by name first and deleted by ID: an unknown name is then a clear
         "not found" from every implementation (moto answers a delete by unknown name with
@@ -224,6 +242,7 @@ class LaunchTemplates:
             templates = listed.get("LaunchTemplates") or []
             if not templates:
                 return
+            _check_owner(templates[0], name=name, owner_tags=owner_tags)
             await self.api.call(
                 "ec2", "DeleteLaunchTemplate", LaunchTemplateId=templates[0]["LaunchTemplateId"]
             )
@@ -231,12 +250,19 @@ class LaunchTemplates:
             if exc.code not in _NOT_FOUND:
                 raise
 
-    async def _lookup(self, name: str) -> LtState | None:
+    async def _lookup(self, name: str, *, owner_tags: Mapping[str, str]) -> LtState | None:
         try:
+            found = await self.api.call(
+                "ec2", "DescribeLaunchTemplates", LaunchTemplateNames=[name]
+            )
+            templates = found.get("LaunchTemplates") or []
+            if not templates:
+                return None
+            _check_owner(templates[0], name=name, owner_tags=owner_tags)
             listed = await self.api.call(
                 "ec2",
                 "DescribeLaunchTemplateVersions",
-                LaunchTemplateName=name,
+                LaunchTemplateId=templates[0]["LaunchTemplateId"],
                 Versions=["$Latest"],
             )
         except PermanentError as exc:
@@ -254,3 +280,11 @@ class LaunchTemplates:
         )
         self._known[name] = state
         return state
+
+
+def _check_owner(template: Mapping[str, Any], *, name: str, owner_tags: Mapping[str, str]) -> None:
+    tags = {str(t["Key"]): str(t.get("Value", "")) for t in template.get("Tags") or []}
+    if not owned(tags=tags, owner_tags=owner_tags):
+        raise GroupOwnedByOthersError(
+            f"launch template {name} exists but its tags do not show it belongs to this pool"
+        )

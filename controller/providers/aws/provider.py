@@ -36,6 +36,11 @@ one ``DescribeInstances`` each new instance costs (:class:`~.describe.InstanceDe
 Addresses follow CAPA: ``InternalIP`` (private IP), ``InternalDNS`` (private DNS name),
 ``ExternalIP`` (public IP), ``ExternalDNS`` (public DNS name), each only when non-empty.
 
+Ownership: the group's tags come with the batched describe, so checking them costs no call.
+A group or launch template of ``GroupSpec.name`` without every ``GroupSpec.owner_tags`` tag
+is :class:`~controller.providers.base.GroupOwnedByOthersError` before any write, in
+``ensure_group`` and in ``delete_group`` alike: it is never adopted, updated or deleted.
+
 Deletion: ``DeleteAutoScalingGroup(ForceDelete=true)``; while AWS reports the delete in
 progress a :class:`~controller.providers.base.RetryableError` asks to come back; once the
 group is gone, ``DeleteLaunchTemplate``. A group or template already gone is success.
@@ -67,12 +72,14 @@ from controller.providers.base import (
     Address,
     AddressType,
     GroupNotFoundError,
+    GroupOwnedByOthersError,
     GroupSpec,
     GroupStatus,
     Instance,
     InstanceState,
     PermanentError,
     RetryableError,
+    owned,
 )
 from controller.runtime.metrics import REGISTRY
 
@@ -132,6 +139,15 @@ def _addresses(found: Ec2Instance | None) -> tuple[Address, ...]:
 
 def _not_found(exc: PermanentError) -> bool:
     return exc.code == "ValidationError" and "not found" in exc.message.lower()
+
+
+def _check_owner(group: Obj, *, owner_tags: Mapping[str, str]) -> None:
+    tags = {str(t["Key"]): str(t.get("Value", "")) for t in group.get("Tags") or []}
+    if not owned(tags=tags, owner_tags=owner_tags):
+        raise GroupOwnedByOthersError(
+            f"Auto Scaling group {group['AutoScalingGroupName']} exists but its tags do not "
+            "show it belongs to this pool"
+        )
 
 
 def _mixed_policy(mip: Mapping[str, Any], lt: LtState) -> Obj:
@@ -236,6 +252,8 @@ class AwsProvider:
         tmpl = _tmpl(spec)
         name = spec.name
         group = await self.groups.get(name)
+        if group is not None:
+            _check_owner(group, owner_tags=spec.owner_tags)
         if group is not None and group.get("Status"):
             raise RetryableError(
                 f"group {name} is being deleted ({group['Status']})",
@@ -250,7 +268,11 @@ class AwsProvider:
         )
         previous = self.templates.known(name)
         lt, lt_changed = await self.templates.ensure(
-            name=name, data=data, version=spec.template_version, tags=spec.tags
+            name=name,
+            data=data,
+            version=spec.template_version,
+            tags=spec.tags,
+            owner_tags=spec.owner_tags,
         )
         wrote = False
         if group is None:
@@ -318,9 +340,10 @@ class AwsProvider:
         finally:
             self.groups.invalidate(name)
 
-    async def delete_group(self, *, name: str) -> None:
+    async def delete_group(self, *, name: str, owner_tags: Mapping[str, str]) -> None:
         group = await self.groups.get(name, fresh=True)
         if group is not None:
+            _check_owner(group, owner_tags=owner_tags)
             if not group.get("Status"):
                 try:
                     await self.api.call(
@@ -337,7 +360,7 @@ class AwsProvider:
                 raise RetryableError(
                     f"group {name} is being deleted", code="DeleteInProgress", retry_after=5.0
                 )
-        await self.templates.delete(name=name)
+        await self.templates.delete(name=name, owner_tags=owner_tags)
         self.groups.forget(name)
         self.details.drop(self._members.pop(name, set()))
         self._hooks_applied.pop(name, None)

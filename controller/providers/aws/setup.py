@@ -20,7 +20,7 @@ from controller.providers.aws.provider import AwsProvider
 from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.controller import Controller
 from controller.runtime.events import EventRecorder
-from controller.runtime.informer import InformerEvent
+from controller.runtime.informer import InformerEvent, Namespaces
 from controller.runtime.kube import SECRETS
 from controller.runtime.manager import Manager
 
@@ -32,7 +32,7 @@ BOOTSTRAP_SECRET_LABEL = "cluster.x-k8s.io/cluster-name"
 def setup_aws_controller(
     *,
     manager: Manager,
-    namespace: str | None,
+    namespace: Namespaces,
     provider: AwsProvider,
     recorder: EventRecorder | None,
     concurrency: int,

@@ -1,6 +1,10 @@
 """How an ``InMemoryMachinePool`` becomes a simulated instance group.
 
-The group is named ``<namespace>-<name>`` (stable for the object's life); its template is the
+The group's name (:mod:`controller.providers.naming`: a readable prefix and a hash of
+``<namespace>/<name>``, recorded in ``status.groupName`` and kept for the object's life) never
+collides across namespaces; the group carries the ownership tags (the pool's namespace and
+name, and :data:`CLUSTER_TAG`), and a group of that name without them is left untouched.
+Its template is the
 pool's ``spec.template`` plus the Kubernetes version of the owning MachinePool (what the
 simulated kubelets report); its template version is ``template.version`` when given, else a
 short hash of the template, so any change to the template is a new version.
@@ -18,10 +22,15 @@ from typing import Any
 from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, Kind
 from controller.providers.base import GroupSpec
 from controller.providers.capacity import NodeCapacity
+from controller.providers.naming import group_name, pool_owner_tags, recorded_group_name
 
 Obj = dict[str, Any]
 
 DEFAULT_KUBERNETES_VERSION = "v1.35.4"
+#: The simulator's group names are at most 255 characters.
+MAX_GROUP_NAME = 255
+#: Ownership tag naming the pool's Cluster API Cluster.
+CLUSTER_TAG = "machinepool.cluster.x-k8s.io/cluster-name"
 
 #: The simulator's instance types, for cluster-autoscaler's scale from zero. Simulated Nodes
 #: do not enforce them; they are what a pool of that type says it offers.
@@ -36,6 +45,11 @@ INSTANCE_TYPES: dict[str, NodeCapacity] = {
 }  # fmt: skip
 
 
+def inmemory_group_name(*, namespace: str, name: str) -> str:
+    """The group name a new ``InMemoryMachinePool`` ``namespace/name`` gets."""
+    return group_name(namespace=namespace, name=name, max_length=MAX_GROUP_NAME)
+
+
 class InMemoryPoolAdapter:
     """:class:`~controller.providers.reconciler.PoolAdapter` for ``InMemoryMachinePool``."""
 
@@ -44,8 +58,14 @@ class InMemoryPoolAdapter:
     finalizer: str = "inmemorymachinepool.infrastructure.cluster.x-k8s.io"
 
     def group_name(self, *, infra: Obj) -> str:
+        return recorded_group_name(infra=infra, max_length=MAX_GROUP_NAME)
+
+    def owner_tags(self, *, infra: Obj, cluster: str | None) -> dict[str, str]:
         meta = infra["metadata"]
-        return f"{meta['namespace']}-{meta['name']}"
+        tags = pool_owner_tags(namespace=str(meta["namespace"]), name=str(meta["name"]))
+        if cluster:
+            tags[CLUSTER_TAG] = cluster
+        return tags
 
     def group_spec(self, *, infra: Obj, pool: Obj) -> GroupSpec:
         spec = infra.get("spec") or {}
@@ -59,6 +79,7 @@ class InMemoryPoolAdapter:
             or hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
         )
         low, high = self.size_bounds(infra=infra)
+        owner = self.owner_tags(infra=infra, cluster=str(pool["spec"]["clusterName"]))
         return GroupSpec(
             name=self.group_name(infra=infra),
             cluster=f"{infra['metadata']['namespace']}/{pool['spec']['clusterName']}",
@@ -67,6 +88,8 @@ class InMemoryPoolAdapter:
             min_size=low,
             max_size=high,
             zones=tuple(template.get("zones") or ()),
+            tags=owner,
+            owner_tags=owner,
         )
 
     def delete_policy(self, *, infra: Obj) -> str:

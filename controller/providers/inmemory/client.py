@@ -17,6 +17,7 @@ answer                                     error
 malformed answer                           ``HTTP<status>``, ``Timeout``, ``ConnectionError``,
                                            ``InvalidResponse``)
 404 ``GroupNotFound`` (or no code)         :class:`GroupNotFoundError`
+4xx ``GroupOwnedByOthers``                   :class:`GroupOwnedByOthersError`
 other 4xx (incl. 404 ``InstanceNotFound``) :class:`PermanentError` with the server's code and
                                            message
 =========================================  ===================================================
@@ -41,7 +42,9 @@ from urllib.parse import quote
 import aiohttp
 
 from controller.providers.base import (
+    GROUP_OWNED_BY_OTHERS,
     GroupNotFoundError,
+    GroupOwnedByOthersError,
     GroupSpec,
     GroupStatus,
     PermanentError,
@@ -135,8 +138,10 @@ class InMemoryProvider:
             params={"shrink": "true" if shrink else "false"},
         )
 
-    async def delete_group(self, *, name: str) -> None:
-        await self._call("delete_group", "DELETE", _group_path(name))
+    async def delete_group(self, *, name: str, owner_tags: Mapping[str, str]) -> None:
+        await self._call(
+            "delete_group", "DELETE", _group_path(name), body={"ownerTags": dict(owner_tags)}
+        )
 
     # ------------------------------------------------------------------ transport
 
@@ -225,6 +230,8 @@ def _error(status: int, headers: Mapping[str, str], raw: bytes) -> ProviderError
         return RetryableError(message, code=code)
     if status == 404 and (not has_code or code == "GroupNotFound"):
         return GroupNotFoundError(message, code="GroupNotFound")
+    if code == GROUP_OWNED_BY_OTHERS:
+        return GroupOwnedByOthersError(message)
     return PermanentError(message, code=code)
 
 

@@ -8,7 +8,8 @@ GET      ``/v1/groups/{name}``                           ``describe_group`` → 
 GET      ``/v1/groups``                                  ``list_groups`` → ``{"groups"}``
 PUT      ``/v1/groups/{name}/capacity``                  ``set_capacity`` ``{"desired"}``
 DELETE   ``/v1/groups/{name}/instances/{id}?shrink=``    ``delete_instance`` (true|false)
-DELETE   ``/v1/groups/{name}``                           ``delete_group`` (absent is fine)
+DELETE   ``/v1/groups/{name}``                           ``delete_group`` ``{"ownerTags"}``
+                                                         (absent is fine)
 POST     ``/v1/groups/{name}/instances/{id}/fail``       crash an instance (chaos)
 GET/PUT  ``/v1/faults``                                  read/replace the injected faults
 GET      ``/healthz``                                    ``ok``
@@ -17,7 +18,8 @@ GET      ``/healthz``                                    ``ok``
 Successful writes without a body answer 204. Errors are ``{"code", "message"}`` with:
 404 ``GroupNotFound`` / ``InstanceNotFound`` (and ``NotFound`` for an unknown route);
 400 ``BadRequest`` (a body or query that cannot be read); 422 ``ValidationError`` and any
-other permanent error (e.g. a capacity outside min/max); 429 ``Throttling`` with a
+other permanent error (e.g. a capacity outside min/max, ``GroupOwnedByOthers`` for a group
+whose tags lack the caller's ``ownerTags``); 429 ``Throttling`` with a
 ``Retry-After`` header (whole seconds, rounded up) and the exact ``retryAfter`` in the body;
 500 ``InternalError`` and 503 ``ServiceUnavailable`` for retryable errors. An unexpected
 exception is logged with its traceback and answered 500; the server keeps serving.
@@ -44,6 +46,7 @@ from controller.providers.inmemory.faults import Faults
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.wire import (
     error_body,
+    owner_tags_from_json,
     spec_from_json,
     status_to_json,
 )
@@ -241,7 +244,14 @@ async def _describe_group(request: web.Request) -> web.StreamResponse:
 
 
 async def _delete_group(request: web.Request) -> web.StreamResponse:
-    await request.app[_SIMULATOR].delete_group(name=request.match_info["name"])
+    body = await _body(request)
+    try:
+        owner_tags = owner_tags_from_json(body)
+    except ValueError as exc:
+        raise _BadRequest(str(exc)) from exc
+    await request.app[_SIMULATOR].delete_group(
+        name=request.match_info["name"], owner_tags=owner_tags
+    )
     return web.Response(status=204)
 
 

@@ -33,6 +33,9 @@ Behaviour:
   up to ``tombstone_limit`` per group), so the call is safe to retry; shrinking never takes the
   group below ``min_size`` (``ValidationError``); deleting a ``failed`` instance never lowers
   the capacity (it no longer counted, and its replacement is already there).
+- Ownership: ``ensure_group`` and ``delete_group`` of an existing group whose tags lack any
+  of the caller's ``owner_tags`` raise
+  :class:`~controller.providers.base.GroupOwnedByOthersError` and change nothing.
 - ``ensure_group`` clamps the capacity of an existing group into a new
   ``[min_size, max_size]``, and creates a group at ``min_size`` (0 unless a minimum is set).
 - All times come from the injectable :class:`~.clock.SimClock`; with the default clock the
@@ -54,7 +57,7 @@ import asyncio
 import json
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,11 +68,13 @@ import structlog
 
 from controller.providers.base import (
     GroupNotFoundError,
+    GroupOwnedByOthersError,
     GroupSpec,
     GroupStatus,
     Instance,
     InstanceState,
     PermanentError,
+    owned,
 )
 from controller.providers.inmemory.clock import LoopWallClock, SimClock
 from controller.providers.inmemory.faults import FaultGate, Faults
@@ -130,6 +135,7 @@ class GroupView:
     zones: tuple[str, ...]
     template_version: str
     instances: tuple[InstanceView, ...]
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 class Simulator:
@@ -305,8 +311,8 @@ class Simulator:
             "delete_instance", lambda: self._delete_instance(name, instance_id, shrink)
         )
 
-    async def delete_group(self, *, name: str) -> None:
-        await self._call("delete_group", lambda: self._delete_group(name))
+    async def delete_group(self, *, name: str, owner_tags: Mapping[str, str]) -> None:
+        await self._call("delete_group", lambda: self._delete_group(name, owner_tags))
 
     # ------------------------------------------------------------------ chaos and inspection
 
@@ -345,6 +351,7 @@ class Simulator:
             zones=group.zones,
             template_version=group.template_version,
             instances=tuple(_view(inst) for inst in _ordered(group.instances.values())),
+            tags=tuple(sorted(group.tags.items())),
         )
 
     def group_names(self) -> list[str]:
@@ -386,6 +393,8 @@ class Simulator:
         now = self._clock.now()
         group = self._groups.get(spec.name)
         changed = True
+        if group is not None:
+            _check_owner(group, spec.owner_tags)
         if group is None:
             group = GroupRecord(
                 name=spec.name,
@@ -469,10 +478,12 @@ class Simulator:
         self._converge(group, now)
         self._changed()
 
-    def _delete_group(self, name: str) -> None:
-        group = self._groups.pop(name, None)
+    def _delete_group(self, name: str, owner_tags: Mapping[str, str]) -> None:
+        group = self._groups.get(name)
         if group is None:
             return
+        _check_owner(group, owner_tags)
+        del self._groups[name]
         for inst in list(group.instances.values()):
             self._retire(group, inst)
         _log.info("group deleted", group=name)
@@ -835,6 +846,13 @@ def _bound(value: int | None) -> str:
     return "none" if value is None else str(value)
 
 
+def _check_owner(group: GroupRecord, owner_tags: Mapping[str, str]) -> None:
+    if not owned(tags=group.tags, owner_tags=owner_tags):
+        raise GroupOwnedByOthersError(
+            f"group {group.name} exists but its tags do not show it belongs to this pool"
+        )
+
+
 def _validation(message: str) -> PermanentError:
     return PermanentError(message, code="ValidationError")
 
@@ -874,4 +892,6 @@ def _validate_spec(spec: GroupSpec) -> tuple[dict[str, Any], LaunchTemplate, tup
         raise _validation(str(exc)) from exc
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in spec.tags.items()):
         raise _validation("tags must map strings to strings")
+    if not owned(tags=spec.tags, owner_tags=spec.owner_tags):
+        raise _validation("ownerTags must be among the tags")
     return template, launch, zones

@@ -3,7 +3,10 @@
 - a group spec (``PUT /v1/groups/{name}``)::
 
     {"cluster": "ns/name", "template": {...}, "templateVersion": "v1", "minSize": 0,
-     "maxSize": null, "zones": [], "bootstrapData": "<base64>", "tags": {}}
+     "maxSize": null, "zones": [], "bootstrapData": "<base64>", "tags": {},
+     "ownerTags": {}}
+
+- a group deletion (``DELETE /v1/groups/{name}``), optional: ``{"ownerTags": {}}``
 
 - a group status (the answer to ``PUT`` and ``GET /v1/groups/{name}``)::
 
@@ -31,6 +34,7 @@ from controller.providers.base import GroupSpec, GroupStatus, Instance, Instance
 
 __all__ = [
     "error_body",
+    "owner_tags_from_json",
     "spec_from_json",
     "spec_to_json",
     "status_from_json",
@@ -48,6 +52,7 @@ def spec_to_json(spec: GroupSpec) -> dict[str, Any]:
         "zones": list(spec.zones),
         "bootstrapData": base64.b64encode(spec.bootstrap_data).decode(),
         "tags": dict(spec.tags),
+        "ownerTags": dict(spec.owner_tags),
     }
 
 
@@ -59,11 +64,7 @@ def spec_from_json(*, name: str, data: object) -> GroupSpec:
     zones = body.get("zones", [])
     if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
         raise ValueError("zones must be a list of strings")
-    tags = body.get("tags", {})
-    if not isinstance(tags, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
-    ):
-        raise ValueError("tags must map strings to strings")
+    tags = _tags(body.get("tags", {}), "tags")
     max_size = body.get("maxSize")
     try:
         bootstrap = base64.b64decode(_str(body.get("bootstrapData", ""), "bootstrapData"))
@@ -78,8 +79,14 @@ def spec_from_json(*, name: str, data: object) -> GroupSpec:
         max_size=None if max_size is None else _int(max_size, "maxSize"),
         zones=tuple(zones),
         bootstrap_data=bootstrap,
-        tags=dict(tags),
+        tags=tags,
+        owner_tags=_tags(body.get("ownerTags", {}), "ownerTags"),
     )
+
+
+def owner_tags_from_json(data: object) -> dict[str, str]:
+    """The ``ownerTags`` of a group deletion's body (``{}`` when there are none)."""
+    return _tags(_object(data, "body").get("ownerTags", {}), "ownerTags")
 
 
 def status_to_json(status: GroupStatus) -> dict[str, Any]:
@@ -139,6 +146,14 @@ def _instance(data: object) -> Instance:
         version=_str(raw.get("version"), "version"),
         launched_at=launched_at,
     )
+
+
+def _tags(value: object, key: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(f"{key} must map strings to strings")
+    return dict(value)
 
 
 def _object(data: object, what: str) -> Mapping[str, Any]:

@@ -27,27 +27,28 @@ task is closed by :meth:`KubeNodeRegistrar.aclose`. Limitation: the live set is 
 a simulator restarted with running instances learns their Nodes again only when it next
 calls ``register``/``set_ready`` for them.
 
-Certificate data is written to files by kubernetes_asyncio's loader, which caches those
-files process-wide by content and removes them at exit; so no private directory is used
-here (removing one on close would break every later loader given the same certificates).
+The kubeconfig is untrusted tenant input and follows the controller's rules
+(:mod:`controller.runtime.kubeconfig`): the Secret is used only for an existing Cluster of
+that name in the same namespace and only with type ``cluster.x-k8s.io/secret``; only the
+server, inline CA/client certificate/key and token are used (exec plugins, auth providers,
+token files, paths, proxies refused); credentials are loaded in memory (no temp files).
 
-Failure: :class:`WorkloadClusterUnavailable` when the Secret is missing or unusable; API and
-transport errors propagate. The simulator logs both and retries with backoff.
+Failure: :class:`WorkloadClusterUnavailable` when the Cluster or Secret is missing or
+unusable, with a fixed-text message that never holds Secret data; API and transport errors
+propagate. The simulator logs both and retries with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from types import TracebackType
 from typing import Any, Self
 
 import structlog
-import yaml
 from kubernetes_asyncio import client
-from kubernetes_asyncio.config.kube_config import KubeConfigLoader
 
+from controller.api.kinds import CLUSTER
 from controller.providers.inmemory.nodes import (
     NodeRegistration,
     ReadyStatus,
@@ -59,10 +60,17 @@ from controller.runtime.kube import (
     NODES,
     PODS,
     SECRETS,
+    WORKLOAD_HOST,
     ApiError,
     KubeClient,
     RestMetrics,
     resource_path,
+)
+from controller.runtime.kubeconfig import (
+    KubeconfigError,
+    KubeconfigSecretError,
+    credentials_from_secret,
+    workload_api_client,
 )
 from controller.runtime.store import object_key
 
@@ -88,8 +96,10 @@ class KubeNodeRegistrar:
         management: KubeClient,
         request_timeout: float = 10.0,
         rest_metrics: RestMetrics | None = None,
+        allow_insecure: bool = False,
     ) -> None:
         self._management = management
+        self._allow_insecure = allow_insecure
         self._request_timeout = request_timeout
         self._rest_metrics = rest_metrics
         self._clients: dict[str, tuple[client.ApiClient, KubeClient]] = {}
@@ -214,16 +224,16 @@ class KubeNodeRegistrar:
             found = self._clients.get(cluster)
             if found is not None:
                 return found[1]
-            cfg = await self._configuration(cluster)
-            api = client.ApiClient(configuration=cfg)
+            api = await self._api_client(cluster)
             kube = KubeClient(
                 api=api,
                 request_timeout=self._request_timeout,
                 metrics=self._rest_metrics,
+                metrics_host=WORKLOAD_HOST,  # the address is the tenant's: not a label value
                 field_manager="inmemory-kubelet",
             )
             self._clients[cluster] = (api, kube)
-            _log.info("workload cluster client created", cluster=cluster, server=cfg.host)
+            _log.info("workload cluster client created", cluster=cluster)
             live = self._live.get(cluster)
             if live and cluster not in self._kubelets:  # a dropped client's kubelet resumes
                 self._kubelets[cluster] = _PodKubelet(cluster=cluster, kube=kube, live=live)
@@ -245,10 +255,16 @@ class KubeNodeRegistrar:
         if found is not None:
             await found[0].close()
 
-    async def _configuration(self, cluster: str) -> client.Configuration:
+    async def _api_client(self, cluster: str) -> client.ApiClient:
         namespace, sep, name = cluster.partition("/")
         if not sep or not namespace or not name:
             raise WorkloadClusterUnavailable(f"cluster {cluster!r} is not namespace/name")
+        try:  # as Cluster API: the kubeconfig Secret of an existing Cluster, nothing else
+            await self._management.get(CLUSTER, namespace=namespace, name=name)
+        except ApiError as exc:
+            if exc.not_found:
+                raise WorkloadClusterUnavailable(f"Cluster {namespace}/{name} not found") from exc
+            raise
         secret_name = f"{name}-kubeconfig"
         try:
             secret = await self._management.get(SECRETS, namespace=namespace, name=secret_name)
@@ -258,21 +274,15 @@ class KubeNodeRegistrar:
                     f"Secret {namespace}/{secret_name} not found"
                 ) from exc
             raise
-        raw = (secret.get("data") or {}).get("value")
-        if not raw:
-            raise WorkloadClusterUnavailable(f"Secret {namespace}/{secret_name} has no 'value'")
         try:
-            document = yaml.safe_load(base64.b64decode(raw))
-            if not isinstance(document, dict):
-                raise ValueError("not a kubeconfig document")
-            cfg = client.Configuration()
-            loader = KubeConfigLoader(config_dict=document)
-            await loader.load_and_set(cfg)
-        except Exception as exc:
+            credentials = await asyncio.to_thread(
+                credentials_from_secret, secret, allow_insecure=self._allow_insecure
+            )
+            return await workload_api_client(credentials)
+        except (KubeconfigError, KubeconfigSecretError) as exc:  # fixed text, no Secret data
             raise WorkloadClusterUnavailable(
                 f"Secret {namespace}/{secret_name}: cannot load kubeconfig: {exc}"
             ) from exc
-        return cfg
 
 
 class _PodKubelet:

@@ -33,6 +33,8 @@ from controller.providers.aws.emulator import FaultProxy, Faults
 from controller.providers.aws.provider import AwsProvider
 from controller.providers.aws.setup import setup_aws_controller
 from controller.providers.inmemory.nodes import NodeRegistration, node_object, node_status
+from controller.providers.naming import group_name
+from controller.runtime.events import EventRecorder
 from controller.runtime.informer import InformerEvent
 from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, RestMetrics
 from controller.runtime.manager import Manager, ManagerOptions
@@ -132,10 +134,13 @@ class Env:
     async def group(self, name: str) -> Obj | None:
         found = await self.provider.api.call(
             "autoscaling", "DescribeAutoScalingGroups",
-            AutoScalingGroupNames=[f"{self.namespace}-{name}"],
+            AutoScalingGroupNames=[self.group_name(name)],
         )  # fmt: skip
         groups = found.get("AutoScalingGroups") or []
         return groups[0] if groups else None
+
+    def group_name(self, name: str) -> str:
+        return group_name(namespace=self.namespace, name=name, max_length=128)
 
     async def converged(self, name: str, replicas: int) -> bool:
         pool = await self.pool(name)
@@ -219,7 +224,12 @@ class Kubelets:
 
 @contextlib.asynccontextmanager
 async def _controllers(
-    *, api_client: client.ApiClient, namespace: str, proxy: FaultProxy, nodes: set[str]
+    *,
+    api_client: client.ApiClient,
+    namespace: str,
+    proxy: FaultProxy,
+    nodes: set[str],
+    recorder: EventRecorder | None = None,
 ) -> AsyncIterator[Env]:
     """One controller process's worth: a manager with the core and AWS controllers, a fresh
     :class:`AwsProvider` (nothing remembered in memory), and the kubelet stand-in."""
@@ -247,7 +257,7 @@ async def _controllers(
             reconcile_timeout=30,
         )  # fmt: skip
         setup_aws_controller(
-            manager=manager, namespace=namespace, provider=provider, recorder=None,
+            manager=manager, namespace=namespace, provider=provider, recorder=recorder,
             concurrency=4, reconcile_timeout=30, registry=registry, busy_poll=0.5,
             steady_poll=2.0,
         )  # fmt: skip
@@ -335,7 +345,7 @@ async def test_capa_manifest_runs_scales_and_is_deleted(env: Env, throttle: floa
     assert tags["team"] == "platform"
     assert tags["sigs.k8s.io/cluster-api-provider-aws/cluster/c1"] == "owned"
     hooks = await env.provider.api.call(
-        "autoscaling", "DescribeLifecycleHooks", AutoScalingGroupName=f"{env.namespace}-workers"
+        "autoscaling", "DescribeLifecycleHooks", AutoScalingGroupName=env.group_name("workers")
     )
     assert [(h["LifecycleHookName"], h["HeartbeatTimeout"]) for h in hooks["LifecycleHooks"]] == [
         ("drain", 300)
@@ -366,7 +376,7 @@ async def test_replicas_managed_by_follows_the_group(env: Env, throttle: float) 
     )  # fmt: skip
     # cluster-autoscaler resizes the group itself.
     await env.provider.api.call(
-        "autoscaling", "SetDesiredCapacity", AutoScalingGroupName=f"{env.namespace}-auto",
+        "autoscaling", "SetDesiredCapacity", AutoScalingGroupName=env.group_name("auto"),
         DesiredCapacity=4,
     )  # fmt: skip
 
@@ -405,7 +415,7 @@ async def test_launch_template_change_rolls_every_instance(env: Env, throttle: f
     # drained and deleted after its replacement runs.
     await until(rolled, timeout=90, what="every instance replaced from the new template")
     listed = await env.provider.api.call(
-        "ec2", "DescribeLaunchTemplates", LaunchTemplateNames=[f"{env.namespace}-lt"]
+        "ec2", "DescribeLaunchTemplates", LaunchTemplateNames=[env.group_name("lt")]
     )
     assert listed["LaunchTemplates"][0]["LatestVersionNumber"] == 2
     infra = await env.infra("lt")
@@ -509,7 +519,7 @@ def _tags(group: Obj | None) -> dict[str, str]:
 async def _add_tag_by_hand(env: Env, name: str) -> None:
     await env.provider.api.call(
         "autoscaling", "CreateOrUpdateTags",
-        Tags=[{"ResourceId": f"{env.namespace}-{name}", "ResourceType": "auto-scaling-group",
+        Tags=[{"ResourceId": env.group_name(name), "ResourceType": "auto-scaling-group",
                "Key": "by-hand", "Value": "x", "PropagateAtLaunch": False}],
     )  # fmt: skip
 
@@ -556,6 +566,8 @@ async def test_a_tag_removed_from_additional_tags_leaves_the_group(env: Env) -> 
         "team": "platform",
         "cost-center": "42",
         "by-hand": "x",
+        "machinepool.cluster.x-k8s.io/pool-namespace": env.namespace,
+        "machinepool.cluster.x-k8s.io/pool-name": "tags",
     }
 
 

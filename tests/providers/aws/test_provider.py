@@ -112,12 +112,12 @@ async def test_group_lifecycle_scale_out_shrink_and_delete(
     # (Terminating an instance that is already gone: AWS answers ValidationError "not found",
     # which counts as done; moto answers 500, so that case is not tested here.)
 
-    await aws.delete_group(name="ns-p1")
+    await aws.delete_group(name="ns-p1", owner_tags={})
     with pytest.raises(GroupNotFoundError):
         await aws.describe_group(name="ns-p1")
     listed = await ec2(aws, "DescribeLaunchTemplates")
     assert listed["LaunchTemplates"] == []
-    await aws.delete_group(name="ns-p1")  # already gone: still success
+    await aws.delete_group(name="ns-p1", owner_tags={})  # already gone: still success
 
 
 async def test_converged_group_costs_no_calls(aws: AwsProvider, proxy: FaultProxy) -> None:
@@ -298,7 +298,7 @@ async def _template_id(aws: AwsProvider) -> str:
     if known is not None:
         return known.id
     state, _ = await aws.templates.ensure(
-        name="shared", data={"ImageId": AMI}, version="x", tags={}
+        name="shared", data={"ImageId": AMI}, version="x", tags={}, owner_tags={}
     )
     return state.id
 

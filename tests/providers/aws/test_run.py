@@ -82,7 +82,7 @@ async def test_run_with_the_aws_controller(
             "run", "--kubeconfig", str(control_plane.kubeconfig_path), "--namespace", namespace,
             "--controllers", "machinepool,aws", "--aws-endpoint-url", proxy.url,
             "--aws-poll-interval", "2s", "--metrics-bind-address", f"127.0.0.1:{metrics_port}",
-            "--health-probe-bind-address", "0", env=env,
+            "--metrics-secure=false", "--health-probe-bind-address", "0", env=env,
         ) as proc:  # fmt: skip
             await until(kubelets, timeout=90, what="2 replicas Running")
             async with (

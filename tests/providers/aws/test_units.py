@@ -217,7 +217,13 @@ def _adapter(value: bytes | None = b"#cloud-config") -> AwsPoolAdapter:
 def test_a_capa_manifest_becomes_a_group_spec() -> None:
     infra = yaml.safe_load(CAPA)
     spec = _adapter().group_spec(infra=infra, pool=POOL)
-    assert spec.name == "team-a-workers"
+    assert spec.name == "team-a-workers-20d57b3b66c6a446"  # prefix + sha256("team-a/workers")
+    assert spec.owner_tags == {
+        "machinepool.cluster.x-k8s.io/pool-namespace": "team-a",
+        "machinepool.cluster.x-k8s.io/pool-name": "workers",
+        "sigs.k8s.io/cluster-api-provider-aws/cluster/prod": "owned",
+    }
+    assert dict(spec.owner_tags).items() <= dict(spec.tags).items()
     assert (spec.min_size, spec.max_size) == (1, 5)
     assert spec.bootstrap_data == b"#cloud-config"
     t: Any = spec.template
@@ -288,7 +294,7 @@ def test_defaults_long_names_and_durations() -> None:
     assert adapter.size_bounds(infra={"spec": {}}) == (1, 1)  # CAPA's defaults
     long = {"metadata": {"namespace": "n" * 63, "name": "p" * 253}}
     name = adapter.group_name(infra=long)
-    assert len(name) == 255
+    assert len(name) == 128  # the launch template's limit; the group shares its name
     other = {"metadata": {"namespace": "n" * 63, "name": "p" * 252 + "q"}}
     assert name != adapter.group_name(infra=other)
     assert [parse_duration_seconds(v) for v in ("90s", "1m30s", "1h", "300", 42)] == [

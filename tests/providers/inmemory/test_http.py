@@ -25,6 +25,7 @@ from controller.providers.base import (
 from controller.providers.inmemory.client import InMemoryProvider
 from controller.providers.inmemory.server import SimulatorServer
 from controller.providers.inmemory.simulator import Simulator
+from controller.providers.metrics import MAX_CODES, OTHER_CODE
 from controller.testing.ports import free_port
 from controller.testing.waiting import until
 
@@ -100,8 +101,8 @@ async def test_every_protocol_call_round_trips() -> None:
         await p.ensure_group(spec=fast("other"))
         assert [g.name for g in await p.list_groups()] == ["other", "pool"]
 
-        await p.delete_group(name="pool")
-        await p.delete_group(name="pool")  # idempotent
+        await p.delete_group(name="pool", owner_tags={})
+        await p.delete_group(name="pool", owner_tags={})  # idempotent
         with pytest.raises(GroupNotFoundError):
             await p.describe_group(name="pool")
         assert s.sim.group_names() == ["other"]
@@ -359,3 +360,43 @@ def test_metrics_register_once_per_registry() -> None:
     registry = CollectorRegistry()
     InMemoryProvider(base_url="http://x", registry=registry)
     InMemoryProvider(base_url="http://y", registry=registry)  # no duplicate registration
+
+
+async def test_error_codes_from_the_endpoint_are_bounded_as_metric_labels() -> None:
+    """The endpoint (a tenant could run one) chooses the ``code`` of an error: endless new
+    codes, or codes that are not identifiers, count as ``other`` past the bound."""
+    answered = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal answered
+        answered += 1
+        code = f"Code{answered}" if answered % 2 else f"not a code {answered} \u2603"
+        return web.json_response({"code": code, "message": "no"}, status=400)
+
+    registry = CollectorRegistry()
+    async with (
+        odd_server(handler) as url,
+        InMemoryProvider(base_url=url, registry=registry) as provider,
+    ):
+        for _ in range(3 * MAX_CODES):
+            with pytest.raises(PermanentError):
+                await provider.describe_group(name="pool")
+    codes = {
+        sample.labels["code"]
+        for metric in registry.collect()
+        if metric.name == "machinepool_provider_requests"
+        for sample in metric.samples
+    }
+    assert len(codes) <= MAX_CODES
+    assert OTHER_CODE in codes
+    assert "Code1" in codes  # the first codes keep their names
+    assert not any(" " in code for code in codes)
+    total = sum(
+        registry.get_sample_value(
+            "machinepool_provider_requests_total",
+            {"provider": "inmemory", "operation": "describe_group", "code": code},
+        )
+        or 0.0
+        for code in codes
+    )
+    assert total == 3 * MAX_CODES  # every call still counted

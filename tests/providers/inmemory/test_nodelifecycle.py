@@ -163,7 +163,7 @@ async def test_a_deleted_groups_cluster_is_swept_until_its_nodes_are_gone() -> N
     async with cloud() as (sim, workload):
         name = await one_ready_instance(sim, workload)
         assert sim.watched_clusters() == {CLUSTER}
-        await sim.delete_group(name="pool")
+        await sim.delete_group(name="pool", owner_tags={})
         await until(
             lambda: workload.node(name) is None, timeout=PERIOD + 1, what="the Node deleted"
         )

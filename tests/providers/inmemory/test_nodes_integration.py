@@ -16,18 +16,21 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
+from controller.api.kinds import CLUSTER
 from controller.machines.drain import cordon, drain_step
 from controller.providers.inmemory.client import InMemoryProvider
-from controller.providers.inmemory.nodes import UNINITIALIZED_TAINT, ZONE_LABEL
+from controller.providers.inmemory.nodes import UNINITIALIZED_TAINT, ZONE_LABEL, NodeRegistration
 from controller.providers.inmemory.server import SimulatorServer
 from controller.providers.inmemory.simulator import Simulator
-from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.inmemory.workload import KubeNodeRegistrar, WorkloadClusterUnavailable
 from controller.runtime.kube import NODES, PODS, SECRETS, ApiError, KubeClient, RestMetrics
 from controller.testing import ControlPlane
 from controller.testing.waiting import until
@@ -66,7 +69,9 @@ def _ready(node: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def _secret(kube: KubeClient, *, namespace: str, control_plane: ControlPlane) -> None:
+    """The Cluster ``wl`` and its kubeconfig Secret, as Cluster API writes them."""
     kubeconfig = yaml.safe_dump(control_plane.kubeconfig()).encode()
+    await kube.create(CLUSTER, namespace=namespace, body={"metadata": {"name": "wl"}, "spec": {}})
     await kube.create(
         SECRETS,
         namespace=namespace,
@@ -405,3 +410,43 @@ async def test_the_cloud_deletes_not_ready_nodes_of_gone_instances_and_nothing_e
         assert {survivor.instance_id, *others} <= names
         assert c.sim.nodes_deleted >= 2  # (and any stray in-memory Node of earlier tests)
         assert c.registrar.live_nodes(cluster=c.cluster) == {survivor.instance_id}
+
+
+async def test_the_simulators_kubelet_follows_the_kubeconfig_rules(
+    control_plane: ControlPlane, api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """As the controller: no Cluster, no kubeconfig; an exec plugin is refused, never run."""
+    kube = KubeClient(api=api_client, metrics=RestMetrics(registry=CollectorRegistry()))
+    marker = tmp_path / "exec-ran"
+    config = control_plane.kubeconfig()
+    config["users"][0]["user"] = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": "/bin/sh",
+            "args": ["-c", f"touch {marker}; exit 1"],
+        }
+    }
+    await kube.create(
+        SECRETS,
+        namespace=namespace,
+        body={
+            "metadata": {"name": "x-kubeconfig", "labels": {"cluster.x-k8s.io/cluster-name": "x"}},
+            "type": "cluster.x-k8s.io/secret",
+            "stringData": {"value": yaml.safe_dump(config)},
+        },
+    )
+    node = NodeRegistration(
+        name=f"{namespace}-n0", provider_id=f"inmemory:///z/{namespace}-n0", zone="z",
+        kubelet_version="v1.35.4",
+    )  # fmt: skip
+    async with KubeNodeRegistrar(management=kube) as registrar:
+        with pytest.raises(WorkloadClusterUnavailable, match=r"Cluster \S+/x not found"):
+            await registrar.register(cluster=f"{namespace}/x", node=node)
+        await kube.create(
+            CLUSTER, namespace=namespace, body={"metadata": {"name": "x"}, "spec": {}}
+        )
+        with pytest.raises(WorkloadClusterUnavailable, match=r"users\[\]\.user\.exec"):
+            await registrar.register(cluster=f"{namespace}/x", node=node)
+    assert not marker.exists()
+    with contextlib.suppress(ApiError):
+        await kube.delete(NODES, name=node.name)

@@ -200,7 +200,7 @@ async def test_unknown_instances_and_groups_are_typed_errors() -> None:
             await sim.set_capacity(name="nope", desired=1)
         with pytest.raises(GroupNotFoundError):
             await sim.delete_instance(name="nope", instance_id="i", shrink=True)
-        await sim.delete_group(name="nope")  # already gone is fine
+        await sim.delete_group(name="nope", owner_tags={})  # already gone is fine
 
         await sim.ensure_group(spec=group_spec())
         with pytest.raises(PermanentError) as err:
@@ -313,8 +313,8 @@ async def test_delete_group_terminates_everything_and_nodes_go_unknown() -> None
         await sim.set_capacity(name="pool", desired=3)
         await asyncio.sleep(20)
         names = [i.node_name for i in view(sim).instances]
-        await sim.delete_group(name="pool")
-        await sim.delete_group(name="pool")
+        await sim.delete_group(name="pool", owner_tags={})
+        await sim.delete_group(name="pool", owner_tags={})
         assert sim.inspect(name="pool") is None
         await asyncio.sleep(0.1)
         assert [nodes.ready_of(n) for n in names] == ["Unknown"] * 3
@@ -397,7 +397,7 @@ async def test_without_a_registrar_instances_still_boot() -> None:
         await sim.set_capacity(name="pool", desired=2)
         await asyncio.sleep(2)
         assert phases(sim) == {"running": 2}
-        await sim.delete_group(name="pool")
+        await sim.delete_group(name="pool", owner_tags={})
         assert sim.terminated() == []
 
 
