@@ -10,15 +10,17 @@ data is created (``status.initialization.dataSecretCreated`` in the v1beta2 cont
 Writes ``status.initialization.bootstrapDataSecretCreated`` and the ``BootstrapConfigReady``
 condition (v1beta2) / ``BootstrapReady`` (v1beta1). A missing config or Secret is a
 condition with a reason and a Warning Event, cleared when the object appears (its watch
-event, or the Secret's, re-queues the pool).
+event, or the Secret's, re-queues the pool). A ``configRef`` whose kind is not served or is
+not a Cluster API bootstrap kind (:mod:`.contract`) is ``InvalidConfigRef``; a config
+controlled by another object is ``AlreadyOwned`` and is neither written nor read.
 """
 
 from __future__ import annotations
 
-from controller.machinepool.external import ExternalObjects
+from controller.machinepool.contract import Role
+from controller.machinepool.external import ExternalObjects, OwnedByAnotherError
 from controller.machinepool.scope import PoolScope
 from controller.runtime.conditions import Cond
-from controller.runtime.discovery import UnknownKindError
 from controller.runtime.informer import Informer
 from controller.runtime.kube import SECRETS, ApiError, KubeClient
 
@@ -32,8 +34,9 @@ async def reconcile_bootstrap(
     if bootstrap.config_ref is not None:
         ref = bootstrap.config_ref
         try:
-            config = await external.get(namespace=scope.namespace, ref=ref)
-        except UnknownKindError as exc:
+            config = await external.get(namespace=scope.namespace, ref=ref, role=Role.BOOTSTRAP)
+        except LookupError as exc:  # not served, or not a bootstrap contract kind
+            scope.requeue(60.0)
             return _not_ready(scope, reason="InvalidConfigRef", message=str(exc), warn=True)
         if config is None:
             scope.requeue(15.0)
@@ -43,9 +46,14 @@ async def reconcile_bootstrap(
                 message=f"{ref.kind} {scope.namespace}/{ref.name} not found",
                 warn=True,
             )
-        await external.ensure_owned(
-            obj=config, owner=scope.obj, cluster_name=scope.pool.spec.cluster_name, ref=ref
-        )
+        try:
+            await external.ensure_owned(
+                obj=config, owner=scope.obj, cluster_name=scope.pool.spec.cluster_name,
+                ref=ref, role=Role.BOOTSTRAP,
+            )  # fmt: skip
+        except OwnedByAnotherError as exc:
+            scope.requeue(60.0)
+            return _not_ready(scope, reason="AlreadyOwned", message=str(exc), warn=True)
         status = config.get("status") or {}
         created = bool((status.get("initialization") or {}).get("dataSecretCreated")) or bool(
             status.get("ready")

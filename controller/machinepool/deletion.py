@@ -2,7 +2,12 @@
 
 Order, as Cluster API: delete the bootstrap config (if any) and the infrastructure pool, and
 wait until both are gone (the provider tears down the cloud group meanwhile; their deletion
-events re-queue the pool). Then delete the workload Nodes the pool referenced, unless
+events re-queue the pool). Each is deleted only if its controller owner reference carries
+this pool's uid (:meth:`~.external.ExternalObjects.delete`): an object the pool never
+adopted, another pool's, or one of a kind that is not a contract kind for its role is left
+alone, so naming another pool's infra pool cannot delete it or its cloud group.
+
+Then delete the workload Nodes the pool referenced, unless
 ``template.spec.deletion.nodeDeletionTimeoutSeconds`` (default 10) has passed since the
 deletion began, so an unreachable workload cluster cannot hold the pool forever. Then drop
 the finalizer.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from controller.machinepool.contract import Role
 from controller.machinepool.external import ExternalObjects
 from controller.machinepool.noderefs import retired_candidates
 from controller.machinepool.scope import PoolScope
@@ -29,13 +35,19 @@ async def reconcile_delete(
 ) -> bool:
     spec = scope.pool.spec.template.spec
     waiting: list[str] = []
-    refs = [r for r in (spec.bootstrap.config_ref, spec.infrastructure_ref) if r is not None]
-    for ref in refs:
+    refs = [
+        (spec.bootstrap.config_ref, Role.BOOTSTRAP),
+        (spec.infrastructure_ref, Role.INFRASTRUCTURE),
+    ]
+    uid = str(scope.obj["metadata"]["uid"])
+    for ref, role in refs:
+        if ref is None:
+            continue
         try:
-            if await external.delete(namespace=scope.namespace, ref=ref):
+            if await external.delete(namespace=scope.namespace, ref=ref, role=role, owner_uid=uid):
                 waiting.append(f"{ref.kind} {ref.name}")
         except LookupError:
-            continue  # an unknown kind cannot exist, so there is nothing to wait for
+            continue  # not a kind the pool can own, so nothing of it is the pool's to delete
     if waiting:
         scope.condition(
             Cond(

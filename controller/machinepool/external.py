@@ -1,15 +1,27 @@
 """The objects a MachinePool references: its bootstrap config and its infrastructure pool.
 
 References are Cluster API's contract-versioned ones (``apiGroup`` + ``kind`` + ``name``, in
-the pool's namespace). Reads come from an informer cache when the kind has one (the kinds
-this process also reconciles), else from the API server through discovery; either way a
-missing object is ``None``, never an exception.
+the pool's namespace), and resolve only to Cluster API contract kinds for their role
+(:mod:`.contract`). Reads come from an informer cache when the kind has one (the kinds this
+process also reconciles), else from the API server; either way a missing object is ``None``,
+never an exception.
 
-:func:`ensure_owned` makes the MachinePool the object's controller owner and labels it with
-the cluster name, with one merge patch and only when something is missing.
+Ownership, the one thing that lets a pool delete what it names:
 
-Failure: an unknown kind raises :class:`~controller.runtime.discovery.UnknownKindError`
-(reported by the caller as a condition); API errors propagate.
+- :meth:`ExternalObjects.ensure_owned` makes the MachinePool the object's controller owner
+  and labels it with the cluster name, with one merge patch and only when something is
+  missing. An object already controlled by anything else is refused
+  (:class:`OwnedByAnotherError`) and left untouched: a pool cannot take another pool's
+  infra pool or config by naming it. Adoption carries a resourceVersion precondition, so two
+  pools adopting at once cannot both win.
+- :meth:`ExternalObjects.delete` deletes the object only when its controller owner reference
+  carries this pool's uid, with a uid precondition (an object replaced under the same name
+  is not deleted either). Anything else is left alone and only logged.
+
+Failure: a kind that is not served raises
+:class:`~controller.runtime.discovery.UnknownKindError`, a served kind that is not a contract
+kind for the role :class:`~controller.machinepool.contract.UnsupportedKindError` (both
+reported by the caller as a condition); API errors propagate.
 """
 
 from __future__ import annotations
@@ -17,37 +29,64 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
+
 from controller.api.meta import ContractVersionedObjectReference
-from controller.runtime.discovery import RestMapper, ServedResource
+from controller.machinepool.contract import ContractKinds, Role
+from controller.runtime.discovery import ServedResource
 from controller.runtime.informer import Informer
 from controller.runtime.kube import ApiError, KubeClient
 from controller.runtime.store import Obj
 
 CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
 
+_log = structlog.get_logger(__name__)
+
+
+class OwnedByAnotherError(Exception):
+    """The referenced object has a controller owner other than this pool."""
+
+    def __init__(self, *, kind: str, name: str, controller: Mapping[str, Any]) -> None:
+        super().__init__(
+            f"{kind} {name} is controlled by {controller.get('kind')} "
+            f"{controller.get('name')}; a pool needs its own"
+        )
+
+
+def controller_ref(obj: Obj) -> Mapping[str, Any] | None:
+    """The object's controller owner reference, if it has one."""
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
 
 class ExternalObjects:
-    """Reads and adopts referenced objects; see the module docstring."""
+    """Reads, adopts and deletes referenced objects; see the module docstring."""
 
     def __init__(
         self,
         *,
         kube: KubeClient,
-        mapper: RestMapper,
+        contract: ContractKinds,
         informers: Mapping[tuple[str, str], Informer] | None = None,
     ) -> None:
         self.kube = kube
-        self.mapper = mapper
+        self.contract = contract
         self._informers = dict(informers or {})
 
-    async def resource(self, ref: ContractVersionedObjectReference) -> ServedResource:
-        return await self.mapper.resource_for(group=ref.api_group, kind=ref.kind)
+    async def resource(
+        self, ref: ContractVersionedObjectReference, *, role: Role
+    ) -> ServedResource:
+        return await self.contract.resource_for(ref=ref, role=role)
 
-    async def get(self, *, namespace: str, ref: ContractVersionedObjectReference) -> Obj | None:
+    async def get(
+        self, *, namespace: str, ref: ContractVersionedObjectReference, role: Role
+    ) -> Obj | None:
+        resource = await self.resource(ref, role=role)
         informer = self._informers.get((ref.api_group, ref.kind))
         if informer is not None and informer.synced:
             return informer.store.get(f"{namespace}/{ref.name}")
-        resource = await self.resource(ref)
         try:
             return await self.kube.get(resource, namespace=namespace, name=ref.name)
         except ApiError as exc:
@@ -56,37 +95,41 @@ class ExternalObjects:
             raise
 
     async def ensure_owned(
-        self, *, obj: Obj, owner: Obj, cluster_name: str, ref: ContractVersionedObjectReference
+        self,
+        *,
+        obj: Obj,
+        owner: Obj,
+        cluster_name: str,
+        ref: ContractVersionedObjectReference,
+        role: Role,
     ) -> None:
-        """Controller ownerRef to ``owner`` and the cluster-name label, patched if missing."""
+        """Controller ownerRef to ``owner`` and the cluster-name label, patched if missing;
+        :class:`OwnedByAnotherError` (nothing written) if another object controls it."""
         meta = obj.get("metadata", {})
         owner_meta = owner["metadata"]
+        current = controller_ref(obj)
+        if current is not None and current.get("uid") != owner_meta["uid"]:
+            raise OwnedByAnotherError(kind=ref.kind, name=ref.name, controller=current)
         refs: list[dict[str, Any]] = list(meta.get("ownerReferences") or [])
-        wanted = {
-            "apiVersion": owner["apiVersion"],
-            "kind": owner["kind"],
-            "name": owner_meta["name"],
-            "uid": owner_meta["uid"],
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-        has_owner = any(r.get("uid") == owner_meta["uid"] and r.get("controller") for r in refs)
+        has_owner = current is not None
         has_label = (meta.get("labels") or {}).get(CLUSTER_NAME_LABEL) == cluster_name
         if has_owner and has_label:
             return
         patch: dict[str, Any] = {"metadata": {}}
         if not has_owner:
             others = [r for r in refs if r.get("uid") != owner_meta["uid"]]
-            if any(r.get("controller") for r in others):
-                raise ApiError(
-                    status=409,
-                    reason="AlreadyOwned",
-                    message=f"{ref.kind} {ref.name} is controlled by another object",
-                )
+            wanted = {
+                "apiVersion": owner["apiVersion"],
+                "kind": owner["kind"],
+                "name": owner_meta["name"],
+                "uid": owner_meta["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
             patch["metadata"]["ownerReferences"] = [*others, wanted]
         if not has_label:
             patch["metadata"]["labels"] = {CLUSTER_NAME_LABEL: cluster_name}
-        resource = await self.resource(ref)
+        resource = await self.resource(ref, role=role)
         await self.kube.merge_patch(
             resource,
             namespace=meta.get("namespace"),
@@ -95,13 +138,35 @@ class ExternalObjects:
             resource_version=meta.get("resourceVersion") if not has_owner else None,
         )
 
-    async def delete(self, *, namespace: str, ref: ContractVersionedObjectReference) -> bool:
-        """Delete the object; True if it still existed (deletion may take a while)."""
-        resource = await self.resource(ref)
+    async def delete(
+        self, *, namespace: str, ref: ContractVersionedObjectReference, role: Role, owner_uid: str
+    ) -> bool:
+        """Delete the object if this pool (``owner_uid``) controls it; True while an object
+        this pool controls still exists (deletion may take a while)."""
+        resource = await self.resource(ref, role=role)
         try:
-            await self.kube.delete(resource, namespace=namespace, name=ref.name)
+            obj = await self.kube.get(resource, namespace=namespace, name=ref.name)
         except ApiError as exc:
             if exc.not_found:
+                return False
+            raise
+        current = controller_ref(obj)
+        if current is None or current.get("uid") != owner_uid:
+            by = "nothing" if current is None else f"{current.get('kind')} {current.get('name')}"
+            _log.info(
+                "referenced object not deleted: this pool does not control it",
+                kind=ref.kind, name=f"{namespace}/{ref.name}",
+                controlled_by=by,
+            )  # fmt: skip
+            return False
+        if obj["metadata"].get("deletionTimestamp"):
+            return True
+        try:
+            await self.kube.delete(
+                resource, namespace=namespace, name=ref.name, uid=obj["metadata"].get("uid")
+            )
+        except ApiError as exc:
+            if exc.not_found or exc.conflict:  # gone, or replaced by another under its name
                 return False
             raise
         return True

@@ -16,16 +16,23 @@ being pushed.
 The infra pool's ``spec.minSize``, where its kind has one, is the floor below which a deleted
 Machine does not lower ``spec.replicas`` (:func:`infrastructure_minimum`).
 
-Failure: a missing infra object or an unknown infra kind sets ``InfrastructureReady=False``
-with a reason and a Warning Event, and leaves ``providerIDList`` as it was.
+Failure: a missing infra object, a kind that is not served or is not a Cluster API
+infrastructure kind (:mod:`.contract`: ``InvalidInfrastructureRef``), or an infra object
+controlled by another object (``AlreadyOwned``: nothing is written to it and nothing is read
+from it) sets ``InfrastructureReady=False`` with a reason and a Warning Event, and leaves
+``providerIDList`` as it was. A refused reference is looked at again when the pool or the
+infra object changes, and once a minute.
 """
 
 from __future__ import annotations
 
-from controller.machinepool.external import ExternalObjects
+from controller.machinepool.contract import Role
+from controller.machinepool.external import ExternalObjects, OwnedByAnotherError
 from controller.machinepool.scope import PoolScope
 from controller.runtime.conditions import Cond
-from controller.runtime.discovery import UnknownKindError
+
+#: How soon a refused reference is looked at again without an event (a kind not watched).
+REFUSED_RECHECK = 60.0
 
 REPLICAS_MANAGED_BY = "cluster.x-k8s.io/replicas-managed-by"
 
@@ -51,8 +58,9 @@ async def reconcile_infrastructure(*, scope: PoolScope, external: ExternalObject
     ref = scope.pool.spec.template.spec.infrastructure_ref
     init = scope.status.setdefault("initialization", {})
     try:
-        infra = await external.get(namespace=scope.namespace, ref=ref)
-    except UnknownKindError as exc:
+        infra = await external.get(namespace=scope.namespace, ref=ref, role=Role.INFRASTRUCTURE)
+    except LookupError as exc:  # not served, or not an infrastructure contract kind
+        scope.requeue(REFUSED_RECHECK)
         return _not_ready(scope, reason="InvalidInfrastructureRef", message=str(exc), warn=True)
     if infra is None:
         was = bool(init.get("infrastructureProvisioned"))
@@ -60,10 +68,15 @@ async def reconcile_infrastructure(*, scope: PoolScope, external: ExternalObject
         if was:
             message += " (it was deleted after being provisioned)"
         return _not_ready(scope, reason="InfrastructureNotFound", message=message, warn=True)
+    try:
+        await external.ensure_owned(
+            obj=infra, owner=scope.obj, cluster_name=scope.pool.spec.cluster_name, ref=ref,
+            role=Role.INFRASTRUCTURE,
+        )  # fmt: skip
+    except OwnedByAnotherError as exc:
+        scope.requeue(REFUSED_RECHECK)
+        return _not_ready(scope, reason="AlreadyOwned", message=str(exc), warn=True)
     scope.infra = infra
-    await external.ensure_owned(
-        obj=infra, owner=scope.obj, cluster_name=scope.pool.spec.cluster_name, ref=ref
-    )
     status = infra.get("status") or {}
     spec = infra.get("spec") or {}
     provisioned = (status.get("initialization") or {}).get("provisioned")

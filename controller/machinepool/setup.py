@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import CLUSTER, MACHINE, MACHINE_POOL, Kind
+from controller.machinepool.contract import ContractKinds
 from controller.machinepool.external import ExternalObjects
 from controller.machinepool.machines import PoolMachines
 from controller.machinepool.reconciler import MachinePoolReconciler
 from controller.runtime.controller import Controller
+from controller.runtime.crds import CrdCatalog
 from controller.runtime.discovery import RestMapper, ServedResource
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer, InformerEvent, Namespaces
@@ -150,7 +152,8 @@ def setup_machinepool_controller(
     )
     secrets.add_handler(workloads.handle_secret_event)
     clusters.add_handler(workloads.handle_cluster_event)  # only an existing Cluster's Secret
-    external = ExternalObjects(kube=kube, mapper=mapper, informers=infra_informers)
+    contract = ContractKinds(mapper=mapper, crds=CrdCatalog(kube=kube))
+    external = ExternalObjects(kube=kube, contract=contract, informers=infra_informers)
     reconciler = MachinePoolReconciler(
         kube=kube,
         pools=pools,

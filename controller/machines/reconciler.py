@@ -3,7 +3,12 @@ Node, and the deletion path that drains before anything is removed.
 
 Only Machines whose controller owner is a MachinePool and whose infra machine is of a kind
 this process watches are handled; other Machines belong to other controllers and are never
-touched.
+touched. The owner reference must also carry the uid of the live MachinePool of that name:
+a Machine whose reference is stale (a pool of the same name deleted and recreated) or forged
+is not acted on for that pool — no finalizer, no status, no drain, no deletion of an infra
+machine or a Node. If such a Machine is being deleted with our finalizer, the finalizer is
+released (after the API server, not just the cache, confirms the mismatch) with a
+``StaleOwnerReference`` Warning Event, and nothing else is done.
 
 Status (written only when it changes): ``status.nodeRef``, ``status.nodeInfo``,
 ``status.addresses`` (the infra machine's ``status.addresses``, as Cluster API copies them;
@@ -101,11 +106,16 @@ def condition(obj: Obj | None, type_: str) -> dict[str, Any] | None:
     return conditions.get(((obj or {}).get("status") or {}).get("conditions") or [], type_)
 
 
+def pool_owner(machine: Obj) -> dict[str, Any] | None:
+    """The Machine's controller owner reference when it is a MachinePool."""
+    for ref in machine["metadata"].get("ownerReferences") or []:
+        if ref.get("kind") == MACHINE_POOL.kind and ref.get("controller"):
+            return dict(ref)
+    return None
+
+
 def is_pool_machine(machine: Obj) -> bool:
-    return any(
-        r.get("kind") == MACHINE_POOL.kind and r.get("controller")
-        for r in machine["metadata"].get("ownerReferences") or []
-    )
+    return pool_owner(machine) is not None
 
 
 class MachineReconciler:
@@ -116,6 +126,7 @@ class MachineReconciler:
         *,
         kube: KubeClient,
         machines: Informer,
+        pools: Informer,
         clusters: Informer,
         workloads: WorkloadClusters,
         infra_machines: Mapping[tuple[str, str], Informer],
@@ -124,6 +135,7 @@ class MachineReconciler:
     ) -> None:
         self.kube = kube
         self.machines = machines
+        self.pools = pools
         self.clusters = clusters
         self.workloads = workloads
         self.infra_machines = dict(infra_machines)
@@ -132,7 +144,8 @@ class MachineReconciler:
 
     async def reconcile(self, key: str) -> Result:
         cached = self.machines.store.get(key)
-        if cached is None or not is_pool_machine(cached):
+        owner = None if cached is None else pool_owner(cached)
+        if cached is None or owner is None:
             return Result()
         machine = copy.deepcopy(cached)
         meta = machine["metadata"]
@@ -141,6 +154,8 @@ class MachineReconciler:
         if (str(ref.get("apiGroup")), str(ref.get("kind"))) not in self.infra_machines:
             _log.debug("machine's infra kind is not ours", machine=key, kind=ref.get("kind"))
             return Result()
+        if not self._owner_is_live(machine, owner):
+            return await self._stale_owner(machine, owner)
         cluster = self.clusters.store.get(f"{meta['namespace']}/{spec.get('clusterName')}")
         if (cluster is not None and (cluster.get("spec") or {}).get("paused")) or (
             PAUSED_ANNOTATION in (meta.get("annotations") or {})
@@ -157,6 +172,52 @@ class MachineReconciler:
         ):
             return Result()
         return await self._observe(machine, workload=workload)
+
+    # ------------------------------------------------------------- owner
+
+    def _live_pool_uid(self, namespace: str, name: str) -> str | None:
+        pool = self.pools.store.get(f"{namespace}/{name}")
+        return None if pool is None else str(pool["metadata"].get("uid"))
+
+    def _owner_is_live(self, machine: Obj, owner: dict[str, Any]) -> bool:
+        """The owner reference carries the uid of the MachinePool of that name, as cached."""
+        namespace = str(machine["metadata"]["namespace"])
+        return self._live_pool_uid(namespace, str(owner.get("name"))) == owner.get("uid")
+
+    async def _stale_owner(self, machine: Obj, owner: dict[str, Any]) -> Result:
+        """Nothing is done for a pool this Machine does not belong to. A Machine on its way
+        out is let go once the API server confirms the mismatch (a cache can lag behind a
+        pool just created), so it cannot hang on our finalizer."""
+        meta = machine["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        if not meta.get("deletionTimestamp") or MACHINE_FINALIZER not in (
+            meta.get("finalizers") or []
+        ):
+            _log.info("machine's MachinePool owner reference is not the live pool; ignored",
+                      machine=key, pool=owner.get("name"), uid=owner.get("uid"))  # fmt: skip
+            return Result()  # the pool's own events bring the Machine back
+        try:
+            live = await self.kube.get(
+                MACHINE_POOL, namespace=str(meta["namespace"]), name=str(owner.get("name"))
+            )
+            live_uid: object = live["metadata"].get("uid")
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            live_uid = None
+        if live_uid == owner.get("uid"):
+            return Result(requeue_after=1.0)  # the cache is behind: look again shortly
+        self._event(machine, "Warning", "StaleOwnerReference",
+                    f"MachinePool {owner.get('name')} with uid {owner.get('uid')} does not exist; "
+                    "the finalizer is removed without draining or deleting anything")  # fmt: skip
+        try:
+            await remove_finalizer(
+                kube=self.kube, resource=MACHINE, obj=machine, finalizer=MACHINE_FINALIZER
+            )
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+        return Result()
 
     # ------------------------------------------------------------- status
 

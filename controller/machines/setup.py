@@ -3,7 +3,8 @@
 Event sources, each mapped to Machine keys: Machines themselves; infra machines (the
 Machine of the same name: its ``infrastructureRef``); workload Nodes (the Machine whose
 ``spec.providerID`` is the Node's, through an index); Clusters (pause, un-pause: the
-Machines of that cluster, through an index).
+Machines of that cluster, through an index); MachinePools (the Machines whose controller
+owner they are by name: a pool that appears or is recreated decides which Machines are live).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry
 
-from controller.api.kinds import CLUSTER, MACHINE, Kind
+from controller.api.kinds import CLUSTER, MACHINE, MACHINE_POOL, Kind
 from controller.machines.reconciler import MachineReconciler
 from controller.runtime.controller import Controller
 from controller.runtime.events import EventRecorder
@@ -59,6 +60,7 @@ def setup_machine_controller(
     machines.store.ensure_index(name=PROVIDER_ID_INDEX, func=_machine_provider_id)
     machines.store.ensure_index(name=CLUSTER_INDEX, func=_machine_cluster)
     clusters = manager.informer(CLUSTER, namespace=namespace)
+    pools = manager.informer(MACHINE_POOL, namespace=namespace, label_selector=watch_filter)
     infra: dict[tuple[str, str], Informer] = {
         (kind.group, kind.kind): manager.informer(
             kind, namespace=namespace, label_selector=watch_filter
@@ -68,6 +70,7 @@ def setup_machine_controller(
     reconciler = MachineReconciler(
         kube=manager.kube,
         machines=machines,
+        pools=pools,
         clusters=clusters,
         workloads=workloads,
         infra_machines=infra,
@@ -85,6 +88,12 @@ def setup_machine_controller(
     controller.watch(
         clusters,
         lambda e: [_key(m) for m in machines.store.by_index(name=CLUSTER_INDEX, value=e.key)],
+    )
+    controller.watch(
+        pools,
+        lambda e: [
+            _key(m) for m in machines.store.by_index(name=CONTROLLER_OWNER_INDEX, value=e.key)
+        ],
     )
     for informer in infra.values():
         # Infra machines and their Machines share names.

@@ -2,7 +2,8 @@
 
 Cluster API references other objects by ``apiGroup`` + ``kind`` (its contract-versioned
 references) and leaves the version to discovery. :class:`RestMapper` asks ``/apis/<group>``
-for the preferred version and ``/apis/<group>/<version>`` for the kind's plural and scope,
+for its versions and ``/apis/<group>/<version>`` (the preferred version first, then the
+others, until one serves the kind) for the kind's plural and scope,
 and caches answers (misses too, for a short time, so a typo in a manifest costs one lookup
 per ``negative_ttl`` and not one per reconcile).
 
@@ -72,22 +73,32 @@ class RestMapper:
         try:
             if group:
                 info = await self._kube.request(method="GET", path=f"/apis/{group}")
-                version = str(info["preferredVersion"]["version"])
-                listing = await self._kube.request(method="GET", path=f"/apis/{group}/{version}")
+                preferred = str(info["preferredVersion"]["version"])
+                others = [str(v["version"]) for v in info.get("versions") or []]
+                versions = [preferred, *(v for v in others if v != preferred)]
             else:
-                version = "v1"
-                listing = await self._kube.request(method="GET", path="/api/v1")
+                versions = ["v1"]
         except ApiError as exc:
             if exc.not_found:
                 raise UnknownKindError(group=group, kind=kind, why="no such API group") from exc
             raise
-        for res in listing.get("resources", []):
-            if res.get("kind") == kind and "/" not in res.get("name", ""):
-                return ServedResource(
-                    group=group,
-                    version=version,
-                    plural=str(res["name"]),
-                    kind=kind,
-                    namespaced=bool(res.get("namespaced", True)),
-                )
-        raise UnknownKindError(group=group, kind=kind, why=f"{group}/{version} has no such kind")
+        # The preferred version first; a kind that only some versions of the group serve
+        # (two providers sharing infrastructure.cluster.x-k8s.io) is found in the others.
+        for version in versions:
+            path = f"/apis/{group}/{version}" if group else "/api/v1"
+            try:
+                listing = await self._kube.request(method="GET", path=path)
+            except ApiError as exc:
+                if exc.not_found:
+                    continue
+                raise
+            for res in listing.get("resources", []):
+                if res.get("kind") == kind and "/" not in res.get("name", ""):
+                    return ServedResource(
+                        group=group,
+                        version=version,
+                        plural=str(res["name"]),
+                        kind=kind,
+                        namespaced=bool(res.get("namespaced", True)),
+                    )
+        raise UnknownKindError(group=group, kind=kind, why=f"no version of {group!r} has it")

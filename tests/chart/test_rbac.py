@@ -150,10 +150,11 @@ async def test_controller_runs_a_pool_with_only_the_charts_rbac(
     docs = await helm.render(values=values, namespace=namespace, release=release)
     rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
     assert {d["kind"] for d in rbac} == RBAC_KINDS
-    if scope != "cluster":  # cluster-scoped: only what the secure metrics endpoint needs
+    if scope != "cluster":  # cluster-scoped: the secure metrics endpoint and reading CRDs
         assert {d["metadata"]["name"] for d in rbac if d["kind"].startswith("Cluster")} == {
             f"{release}-machinepool-controller-metrics-auth",
             f"{release}-machinepool-controller-metrics-reader",
+            f"{release}-machinepool-controller-crd-reader",
         }
     if scope == "namespaces":
         roles = [d for d in rbac if d["kind"] == "Role" and d["metadata"]["namespace"] == second]

@@ -152,10 +152,20 @@ async def test_monitoring_kinds_need_the_cluster_to_serve_them(helm: Helm) -> No
 async def test_watch_namespace_narrows_rbac_to_a_role(helm: Helm) -> None:
     docs = await helm.render(values={"watchNamespace": "team-a"})
     cluster_roles = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"}
-    assert cluster_roles == {  # only what the secure metrics endpoint needs
+    assert cluster_roles == {  # the secure metrics endpoint, and reading CRDs
         "mpc-machinepool-controller-metrics-auth",
         "mpc-machinepool-controller-metrics-reader",
+        "mpc-machinepool-controller-crd-reader",
     }
+    # The one cluster-scoped right of the reconcilers: reading CRDs (a reference's contract
+    # label).
+    reader = find(docs, "ClusterRole", "mpc-machinepool-controller-crd-reader")
+    assert reader["rules"] == [
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+         "verbs": ["get"]}
+    ]  # fmt: skip
+    binding = find(docs, "ClusterRoleBinding", "mpc-machinepool-controller-crd-reader")
+    assert binding["roleRef"]["name"] == reader["metadata"]["name"]
     role = find(docs, "Role", "mpc-machinepool-controller")
     assert role["metadata"]["namespace"] == "team-a"
     binding = find(docs, "RoleBinding", "mpc-machinepool-controller")
@@ -168,11 +178,15 @@ async def test_watch_namespace_narrows_rbac_to_a_role(helm: Helm) -> None:
 
 async def test_watch_namespaces_render_a_role_in_each_and_no_cluster_role(helm: Helm) -> None:
     docs = await helm.render(values={"watchNamespaces": ["team-a", "team-b"]})
-    # Cluster-scoped: only what the secure metrics endpoint needs.
+    # Cluster-scoped: only what the secure metrics endpoint needs, and reading CRDs.
     assert {d["metadata"]["name"] for d in docs if d["kind"].startswith("Cluster")} == {
-        f"{_NAME}-metrics-auth", f"{_NAME}-metrics-reader",
+        f"{_NAME}-metrics-auth", f"{_NAME}-metrics-reader", f"{_NAME}-crd-reader",
     }  # fmt: skip
-    cluster_rules = find(await helm.render(), "ClusterRole", _NAME)["rules"]
+    cluster_rules = [  # without reading CRDs, which is cluster-scoped (the crd-reader above)
+        rule
+        for rule in find(await helm.render(), "ClusterRole", _NAME)["rules"]
+        if rule["apiGroups"] != ["apiextensions.k8s.io"]
+    ]
     roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == _NAME]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     # The same rules, each namespace's Role granting there what the ClusterRole grants.
@@ -215,7 +229,7 @@ async def test_rbac_is_least_privilege(helm: Helm) -> None:
     # reference (infra pools, bootstrap configs, bootstrap data Secrets) are read with GET.
     assert verbs[("cluster.x-k8s.io", "machinepools")] == {"list", "watch", "patch"}
     assert verbs[("cluster.x-k8s.io", "machines")] == {"list", "watch", "create", "patch", "delete"}
-    assert verbs[("cluster.x-k8s.io", "clusters")] == {"list", "watch"}
+    assert verbs[("cluster.x-k8s.io", "clusters")] == {"get", "list", "watch"}
     assert verbs[("cluster.x-k8s.io", "machinehealthchecks")] == {"list", "watch"}
     assert verbs[("infrastructure.cluster.x-k8s.io", "inmemorymachinepools")] == {
         "get", "list", "watch", "patch", "delete",
@@ -225,6 +239,7 @@ async def test_rbac_is_least_privilege(helm: Helm) -> None:
     }  # fmt: skip
     assert verbs[("bootstrap.cluster.x-k8s.io", "*")] == {"get", "patch", "delete"}
     assert verbs[("", "secrets")] == {"get", "list", "watch"}
+    assert verbs[("apiextensions.k8s.io", "customresourcedefinitions")] == {"get"}
     assert verbs[("events.k8s.io", "events")] == {"create", "patch"}
     statuses = {k for k in verbs if k[1].endswith("/status")}
     assert all(verbs[k] == {"patch"} for k in statuses)

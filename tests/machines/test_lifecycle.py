@@ -20,7 +20,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 
 from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, MACHINE, MACHINE_POOL
-from controller.api.labels import DELETE_MACHINE_ANNOTATION
+from controller.api.labels import DELETE_MACHINE_ANNOTATION, MACHINE_FINALIZER
 from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import NODES, ApiError, Resource
 from controller.runtime.store import Obj
@@ -324,3 +324,61 @@ async def test_machine_addresses_come_from_the_infra_machine_else_from_the_node(
         patch={"status": {"addresses": wanted}},
     )  # fmt: skip
     await until(machine_has_wanted, timeout=10, what="the infra machine's addresses")
+
+
+async def test_a_machine_whose_pool_owner_reference_has_a_stale_uid_is_not_acted_on(
+    env: Env,
+) -> None:
+    """A Machine naming the live pool by name but with another uid (left over from a pool of
+    the same name, or forged) gets nothing done for that pool: deleting it drains no Node and
+    deletes no infra machine; it is only let go (its finalizer released)."""
+    await env.create_pool(replicas=1)
+    await converge(env, 1)
+    [instance] = env.instances()
+    live = await env.machine_for(instance.provider_id)
+    infra_name = live["spec"]["infrastructureRef"]["name"]
+    infra_before = await env.kube.get(IN_MEMORY_MACHINE, namespace=env.namespace, name=infra_name)
+    stale = dict(live["spec"])
+    await env.kube.create(
+        MACHINE,
+        namespace=env.namespace,
+        body={
+            "metadata": {
+                "name": "stale",
+                "finalizers": [MACHINE_FINALIZER],
+                "ownerReferences": [{
+                    "apiVersion": MACHINE_POOL.api_version, "kind": MACHINE_POOL.kind,
+                    "name": env.pool, "uid": "00000000-0000-0000-0000-000000000000",
+                    "controller": True,
+                }],
+            },
+            "spec": stale,  # the live Machine's infra machine, providerID and cluster
+        },
+    )  # fmt: skip
+    await env.kube.delete(MACHINE, namespace=env.namespace, name="stale")
+
+    async def let_go() -> bool:
+        try:
+            await env.kube.get(MACHINE, namespace=env.namespace, name="stale")
+        except ApiError as exc:
+            return exc.not_found
+        return False
+
+    await until(let_go, what="the stale Machine's finalizer to be released", timeout=30)
+    infra = await env.kube.get(IN_MEMORY_MACHINE, namespace=env.namespace, name=infra_name)
+    assert infra["metadata"]["uid"] == infra_before["metadata"]["uid"]
+    assert not infra["metadata"].get("deletionTimestamp"), "the live pool's instance was deleted"
+    [node] = [n for n in await env.nodes() if n["spec"]["providerID"] == instance.provider_id]
+    assert not node["spec"].get("unschedulable"), "the live pool's Node was cordoned"
+
+    async def said_so() -> bool:
+        events = await env.kube.list(EVENTS, namespace=env.namespace)
+        return any(
+            e.get("reason") == "StaleOwnerReference"
+            and e.get("involvedObject", {}).get("name") == "stale"
+            for e in events["items"]
+        )
+
+    await until(said_so, what="a StaleOwnerReference Event on the stale Machine", timeout=10)
+    await converge(env, 1)
+    assert [i.provider_id for i in env.instances()] == [instance.provider_id]

@@ -102,10 +102,11 @@ get); nothing here is ever updated (PUT) or deleted in bulk. */}}
 - apiGroups: [cluster.x-k8s.io]
   resources: [machines/status]
   verbs: [patch]
-# Clusters are only read, from an informer (owner reference, pause, infrastructure readiness).
+# Clusters are only read: an informer (owner reference, pause, infrastructure readiness), and
+# one GET by the in-memory cloud's kubelet before it trusts a <cluster>-kubeconfig Secret.
 - apiGroups: [cluster.x-k8s.io]
   resources: [clusters]
-  verbs: [list, watch]
+  verbs: [get, list, watch]
 # MachineHealthChecks: informer; status (counters, targets, conditions).
 - apiGroups: [cluster.x-k8s.io]
   resources: [machinehealthchecks]
