@@ -39,7 +39,7 @@ from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.client import InMemoryProvider
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
-from controller.providers.reconciler import PoolAdapter
+from controller.providers.reconciler import DEFAULT_MAX_REPLICAS, PoolAdapter
 from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.events import EventRecorder
 from controller.runtime.kube import ApiError, KubeClient
@@ -178,6 +178,7 @@ async def run_controller(options: RunOptions) -> int:
                     concurrency=options.concurrency,
                     reconcile_timeout=options.reconcile_timeout,
                     watch_filter=options.label_selector(),
+                    max_replicas=options.max_replicas_per_pool,
                 )
             if aws is not None:
                 setup_aws_controller(
@@ -208,6 +209,7 @@ def setup_controllers(
     steady_poll: float = 60.0,
     watch_filter: str | None = None,
     health_checks: bool = True,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
 ) -> None:
     """Every controller of the product on one manager: with ``pools``, the MachinePool and
     Machine controllers for the infra kinds of ``providers`` (and, with ``health_checks``,
@@ -267,6 +269,7 @@ def setup_controllers(
             busy_poll=busy_poll,
             steady_poll=steady_poll,
             watch_filter=watch_filter,
+            max_replicas=max_replicas,
         )
 
 

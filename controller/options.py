@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.api.labels import WATCH_FILTER_LABEL
+from controller.providers.reconciler import DEFAULT_MAX_REPLICAS
 from controller.runtime.featuregates import FeatureGate, FeatureGateError, FeatureGates, resolve
 from controller.runtime.server import parse_bind_address
 
@@ -102,6 +103,7 @@ class RunOptions:
     aws_poll_interval: float = 60.0
     feature_gates: FeatureGates = field(default_factory=default_feature_gates)
     watch_filter: str | None = None
+    max_replicas_per_pool: int = DEFAULT_MAX_REPLICAS
 
     @property
     def machine_pool_enabled(self) -> bool:
@@ -152,6 +154,7 @@ class RunOptions:
             aws_poll_interval=args.aws_poll_interval,
             feature_gates=gates,
             watch_filter=args.watch_filter or None,
+            max_replicas_per_pool=args.max_replicas_per_pool,
         )
         options.check()
         return options
@@ -169,6 +172,10 @@ class RunOptions:
             raise OptionError(f"--watch-filter {self.watch_filter!r} is not a valid label value")
         if self.concurrency < 1:
             raise OptionError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.max_replicas_per_pool < 1:
+            raise OptionError(
+                f"--max-replicas-per-pool must be at least 1, got {self.max_replicas_per_pool}"
+            )
         for flag, value in (
             ("--reconcile-timeout", self.reconcile_timeout),
             ("--sync-period", self.sync_period),
@@ -341,6 +348,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="how often a converged AWSMachinePool is compared with its group; also the "
         "lifetime of the batched DescribeAutoScalingGroups cache (default: 1m)",
+    )
+    add(
+        "--max-replicas-per-pool",
+        type=int,
+        default=DEFAULT_MAX_REPLICAS,
+        help="the largest spec.replicas (and minSize) of a pool whose provider sets no maxSize "
+        "(an InMemoryMachinePool without one); above it the pool is refused with "
+        f"Ready=False ReplicasOutOfRange before any cloud call (default: {DEFAULT_MAX_REPLICAS})",
     )
     add(
         "--inmemory-endpoint",
