@@ -2,7 +2,8 @@
 
 ``LeaderElector.run(on_started_leading=...)`` waits until this process holds the Lease, runs
 ``on_started_leading()`` as a task, and renews the Lease until that task ends or the run is
-cancelled.
+cancelled. Everyone who wants to lead runs an elector on the same Lease; one leads, the others
+stand by and take over when the leader stops renewing.
 
 The lease thread: acquiring, renewing and releasing the Lease run on a thread of their own
 (``lease <namespace>/<name>``), with its own event loop and its own API client (a copy of
@@ -12,8 +13,7 @@ caller's loop. So a main loop blocked by CPU-bound work keeps the Lease, and
 :meth:`LeaderElector.check` stays truthful. When leadership is lost the thread steps down
 (``is_leader`` false, the gauge 0) and cancels the leading task on the main loop at once
 (``call_soon_threadsafe``); a main loop that is blocked at that moment runs the
-cancellation as soon as it runs anything. ``run()`` always waits for the thread to end. Everyone who wants to lead runs an elector on the same Lease; one leads, the others
-stand by and take over when the leader stops renewing.
+cancellation as soon as it runs anything. ``run()`` always waits for the thread to end.
 
 One attempt to acquire or renew (client-go's ``tryAcquireOrRenew``):
 
