@@ -39,7 +39,7 @@ from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.client import InMemoryProvider
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
-from controller.providers.reconciler import PoolAdapter
+from controller.providers.reconciler import DEFAULT_MAX_REPLICAS, PoolAdapter
 from controller.providers.setup import setup_infrastructure_controller
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Namespaces
@@ -186,6 +186,7 @@ async def run_controller(options: RunOptions) -> int:
                     reconcile_timeout=options.reconcile_timeout,
                     watch_filter=options.label_selector(),
                     allow_insecure_kubeconfigs=options.allow_insecure_workload_kubeconfigs,
+                    max_replicas=options.max_replicas_per_pool,
                 )
             if aws is not None:
                 setup_aws_controller(
@@ -217,6 +218,7 @@ def setup_controllers(
     watch_filter: str | None = None,
     health_checks: bool = True,
     allow_insecure_kubeconfigs: bool = False,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
 ) -> None:
     """Every controller of the product on one manager: with ``pools``, the MachinePool and
     Machine controllers for the infra kinds of ``providers`` (and, with ``health_checks``,
@@ -278,6 +280,7 @@ def setup_controllers(
             busy_poll=busy_poll,
             steady_poll=steady_poll,
             watch_filter=watch_filter,
+            max_replicas=max_replicas,
         )
 
 

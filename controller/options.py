@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.api.labels import WATCH_FILTER_LABEL
+from controller.providers.reconciler import DEFAULT_MAX_REPLICAS
 from controller.runtime.featuregates import FeatureGate, FeatureGateError, FeatureGates, resolve
 from controller.runtime.server import parse_bind_address
 
@@ -121,6 +122,7 @@ class RunOptions:
     metrics_secure: bool = True
     metrics_cert_path: Path | None = None
     allow_insecure_workload_kubeconfigs: bool = False
+    max_replicas_per_pool: int = DEFAULT_MAX_REPLICAS
 
     @property
     def machine_pool_enabled(self) -> bool:
@@ -174,6 +176,7 @@ class RunOptions:
             metrics_secure=args.metrics_secure,
             metrics_cert_path=args.metrics_cert_path,
             allow_insecure_workload_kubeconfigs=args.allow_insecure_workload_kubeconfigs,
+            max_replicas_per_pool=args.max_replicas_per_pool,
         )
         options.check()
         return options
@@ -197,6 +200,10 @@ class RunOptions:
             raise OptionError(f"--watch-filter {self.watch_filter!r} is not a valid label value")
         if self.concurrency < 1:
             raise OptionError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.max_replicas_per_pool < 1:
+            raise OptionError(
+                f"--max-replicas-per-pool must be at least 1, got {self.max_replicas_per_pool}"
+            )
         for flag, value in (
             ("--reconcile-timeout", self.reconcile_timeout),
             ("--sync-period", self.sync_period),
@@ -427,6 +434,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="how often a converged AWSMachinePool is compared with its group; also the "
         "lifetime of the batched DescribeAutoScalingGroups cache (default: 1m)",
+    )
+    add(
+        "--max-replicas-per-pool",
+        type=int,
+        default=DEFAULT_MAX_REPLICAS,
+        help="the largest spec.replicas (and minSize) of a pool whose provider sets no maxSize "
+        "(an InMemoryMachinePool without one); above it the pool is refused with "
+        f"Ready=False ReplicasOutOfRange before any cloud call (default: {DEFAULT_MAX_REPLICAS})",
     )
     add(
         "--inmemory-endpoint",

@@ -14,12 +14,18 @@ from typing import IO
 import aiohttp
 import pytest
 import yaml
+from kubernetes_asyncio import client
+from prometheus_client import CollectorRegistry
 
+from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE_POOL
+from controller.runtime.kube import LEASES, KubeClient, RestMetrics
 from controller.testing import ControlPlane
 from controller.testing.ports import free_port
+from controller.testing.scenario import create_inmemory_pool, create_workload_cluster
 from controller.testing.waiting import until
 
 CLI = [sys.executable, "-m", "controller"]
+LEASE_NAME = "machinepool-controller-leader-election"  # --leader-election-id's default
 
 
 async def _spawn(
@@ -256,3 +262,70 @@ async def test_crds_prints_every_generated_crd() -> None:
         "inmemorymachinepools.infrastructure.cluster.x-k8s.io",
         "inmemorymachines.infrastructure.cluster.x-k8s.io",
     } <= names
+
+
+async def test_a_huge_pool_is_refused_while_the_leader_keeps_its_lease_and_others_converge(
+    control_plane: ControlPlane,
+    api_client: client.ApiClient,
+    kubeconfig_path: str,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Issue #14 §4: a tenant's ``replicas: 2147483647`` on an InMemoryMachinePool without
+    ``maxSize`` (the old controller hung its event loop launching them) is refused with
+    ``ReplicasOutOfRange`` before any cloud call, while the controller keeps its Lease under
+    short timings and a normal pool beside it converges."""
+    lease, renew, retry = 4.0, 3.0, 0.5
+    metrics, health = free_port(), free_port()
+    log = tmp_path / "controller.log"
+    kube = KubeClient(api=api_client, metrics=RestMetrics(registry=CollectorRegistry()))
+    await create_workload_cluster(kube=kube, control_plane=control_plane, namespace=namespace)
+    args = [
+        "run", "--kubeconfig", kubeconfig_path, "--namespace", namespace, "--leader-elect",
+        "--leader-election-namespace", namespace,
+        "--leader-elect-lease-duration", f"{lease:g}s",
+        "--leader-elect-renew-deadline", f"{renew:g}s",
+        "--leader-elect-retry-period", f"{int(retry * 1000)}ms",
+        "--metrics-bind-address", f"127.0.0.1:{metrics}", "--metrics-secure=false",
+        "--health-probe-bind-address", f"127.0.0.1:{health}",
+    ]  # fmt: skip
+    async with spawned(*args, log=log) as proc:
+
+        async def leading() -> bool:
+            if proc.returncode is not None:
+                raise AssertionError(f"exited with {proc.returncode}\n{_tails([log])}")
+            return await _leader_status(metrics) == 1.0
+
+        await until(leading, timeout=60, what="the controller to lead")
+        first = await kube.get(LEASES, namespace=namespace, name=LEASE_NAME)
+        holder = first["spec"]["holderIdentity"]
+        await create_inmemory_pool(kube=kube, namespace=namespace, name="huge",
+                                   replicas=2**31 - 1)  # fmt: skip
+        await create_inmemory_pool(kube=kube, namespace=namespace, name="small", replicas=2)
+
+        async def settled() -> bool:
+            assert await leading(), f"leadership lost\n{_tails([log])}"
+            huge = await kube.get(IN_MEMORY_MACHINE_POOL, namespace=namespace, name="huge")
+            small = await kube.get(MACHINE_POOL, namespace=namespace, name="small")
+            ready = [
+                c for c in (huge.get("status") or {}).get("conditions") or []
+                if c["type"] == "Ready"
+            ]  # fmt: skip
+            return (
+                bool(ready)
+                and ready[0]["status"] == "False"
+                and ready[0]["reason"] == "ReplicasOutOfRange"
+                and "--max-replicas-per-pool" in ready[0]["message"]
+                and (small.get("status") or {}).get("readyReplicas") == 2
+            )
+
+        try:
+            await until(settled, timeout=120, what="the huge pool refused, the small one ready")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}\n{_tails([log])}") from None
+        huge = await kube.get(IN_MEMORY_MACHINE_POOL, namespace=namespace, name="huge")
+        assert not (huge.get("spec") or {}).get("providerIDList")  # no cloud group, no launch
+        last = await kube.get(LEASES, namespace=namespace, name=LEASE_NAME)
+        assert last["spec"]["holderIdentity"] == holder
+        assert last["spec"]["leaseTransitions"] == first["spec"]["leaseTransitions"]
+        assert "leadership lost" not in log.read_text(errors="replace")

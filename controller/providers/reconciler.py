@@ -9,7 +9,12 @@ For one infra pool (an InMemoryMachinePool, an AWSMachinePool, ...) it:
    group whose ownership tags say it is not ours is left in place: a ``GroupOwnedByOthers``
    Event, and the finalizer is dropped all the same, so the pool can go);
 3. checks ``minSize <= replicas <= maxSize`` *before* any cloud call — a clash is the
-   ``Ready=False`` condition with reason ``ReplicasOutOfRange``, not a cloud error;
+   ``Ready=False`` condition with reason ``ReplicasOutOfRange``, not a cloud error. Where
+   the provider has no ``maxSize`` (an InMemoryMachinePool without one), ``max_replicas``
+   (``--max-replicas-per-pool``, :data:`DEFAULT_MAX_REPLICAS`) is the upper bound, and a
+   ``minSize`` above it is refused the same way even under an external autoscaler: a
+   tenant's ``replicas: 2147483647`` never reaches the cloud. Nothing is launched or
+   deleted for a refused pool (a group already bigger is left as it is);
 4. records the group's name in ``status.groupName`` before the first cloud call (the
    adapter reuses a recorded name for the object's life; :mod:`.naming`), then
    makes sure the group exists with the wanted shape (:meth:`ensure_group`; an adapter with
@@ -94,6 +99,10 @@ from controller.runtime.patch import merge_patch
 REPLICAS_MANAGED_BY = REPLICAS_MANAGED_BY_ANNOTATION
 #: How long a removal we asked for counts as "going" before the Machine cache shows it.
 EXPECTATION_TTL = 30.0
+#: The largest pool a provider without its own ``maxSize`` may have: the largest single
+#: pool the controller is benchmarked and supported at (bench/scale.py). Each replica is a
+#: Machine and an infra machine in etcd, so an unbounded size is a denial of service.
+DEFAULT_MAX_REPLICAS = 5000
 
 _log = structlog.get_logger(__name__)
 
@@ -155,8 +164,11 @@ class InfraPoolReconciler:
         machines: InfraMachines | None = None,
         busy_poll: float = 2.0,
         steady_poll: float = 60.0,
+        max_replicas: int = DEFAULT_MAX_REPLICAS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if max_replicas < 1:
+            raise ValueError(f"max_replicas must be at least 1, got {max_replicas}")
         self.kube = kube
         self.adapter = adapter
         self.provider = provider
@@ -167,6 +179,7 @@ class InfraPoolReconciler:
         self.machines = machines
         self.busy_poll = busy_poll
         self.steady_poll = steady_poll
+        self.max_replicas = max_replicas
         self.clock = clock
         #: instance ID -> when we asked for its removal (ReplicaSet-style expectations: a
         #: removal counts as going until the Machine cache shows it, or the TTL passes).
@@ -223,11 +236,13 @@ class InfraPoolReconciler:
         desired = pool["spec"].get("replicas")
         desired = 1 if desired is None else int(desired)
         low, high = self.adapter.size_bounds(infra=infra)
-        if not external_size and (desired < low or (high is not None and desired > high)):
-            bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        limit = high if high is not None else self.max_replicas
+        if low > limit or (not external_size and not low <= desired <= limit):
+            source = "" if high is not None else " (--max-replicas-per-pool)"
             self._set_ready(
                 status, infra, False, "ReplicasOutOfRange",
-                f"MachinePool {owner} wants {desired} replicas; this pool allows {bound}",
+                f"MachinePool {owner} wants {desired} replicas; this pool allows "
+                f"[{low}, {limit}]{source}",
             )  # fmt: skip
             await self._write(infra, status=status, spec_patch=spec_patch)
             return Result()
@@ -472,4 +487,4 @@ class InfraPoolReconciler:
             self.recorder.event(infra, type=type_, reason=reason, message=message)
 
 
-__all__ = ["InfraPoolReconciler", "PoolAdapter"]
+__all__ = ["DEFAULT_MAX_REPLICAS", "InfraPoolReconciler", "PoolAdapter"]

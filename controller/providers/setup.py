@@ -13,7 +13,11 @@ from prometheus_client import CollectorRegistry
 from controller.api.kinds import CLUSTER, MACHINE, MACHINE_POOL
 from controller.providers.base import InstanceGroupProvider
 from controller.providers.machines import InfraMachines
-from controller.providers.reconciler import InfraPoolReconciler, PoolAdapter
+from controller.providers.reconciler import (
+    DEFAULT_MAX_REPLICAS,
+    InfraPoolReconciler,
+    PoolAdapter,
+)
 from controller.runtime.controller import Controller
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import InformerEvent, Namespaces
@@ -34,6 +38,7 @@ def setup_infrastructure_controller(
     busy_poll: float = 2.0,
     steady_poll: float = 60.0,
     watch_filter: str | None = None,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
 ) -> Controller:
     # --watch-filter (a label selector) applies to the infra pools we own and to the
     # MachinePools that drive them (the same pool informer the core half uses).
@@ -65,6 +70,7 @@ def setup_infrastructure_controller(
         machines=machines,
         busy_poll=busy_poll,
         steady_poll=steady_poll,
+        max_replicas=max_replicas,
     )
     controller = Controller(
         name=adapter.kind.kind.lower(),

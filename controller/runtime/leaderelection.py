@@ -5,6 +5,16 @@
 cancelled. Everyone who wants to lead runs an elector on the same Lease; one leads, the others
 stand by and take over when the leader stops renewing.
 
+The lease thread: acquiring, renewing and releasing the Lease run on a thread of their own
+(``lease <namespace>/<name>``), with its own event loop and its own API client (a copy of
+``kube`` on a new ApiClient built there from the same configuration), as client-go renews
+on a goroutine of its own. ``on_started_leading()`` and everything it starts stay on the
+caller's loop. So a main loop blocked by CPU-bound work keeps the Lease, and
+:meth:`LeaderElector.check` stays truthful. When leadership is lost the thread steps down
+(``is_leader`` false, the gauge 0) and cancels the leading task on the main loop at once
+(``call_soon_threadsafe``); a main loop that is blocked at that moment runs the
+cancellation as soon as it runs anything. ``run()`` always waits for the thread to end.
+
 One attempt to acquire or renew (client-go's ``tryAcquireOrRenew``):
 
 1. Fast path: while we lead and our view of the record is still valid, PUT the record with a
@@ -35,8 +45,9 @@ all > 0, checked by the constructor with a ``ValueError``):
 Invariant: a candidate takes over only ``leaseDurationSeconds`` (our ``lease_duration``
 rounded up) after it saw the leader's last renewal, which is after that renewal started; the
 leader has cancelled its work ``renew_deadline`` after the start. So the old leader's work is
-stopped at least ``lease_duration - renew_deadline`` before a new leader starts, provided no
-event loop is blocked for that long. As client-go says, this is not fencing: a process frozen
+stopped at least ``lease_duration - renew_deadline`` before a new leader starts, provided the
+main loop is not blocked for that long at the moment leadership is lost (the lease thread
+itself only does Lease requests). As client-go says, this is not fencing: a process frozen
 longer than that margin can overlap with its successor. :meth:`LeaderElector.check` lets a
 liveness probe catch a leader whose renew loop is stuck.
 
@@ -55,19 +66,24 @@ Metrics: ``leader_election_master_status{name}`` is 1 while this process leads t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import enum
 import math
 import random
 import socket
+import threading
 import time
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import aiohttp
 import structlog
+from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry, Gauge
 
 from controller.runtime.kube import LEASES, ApiError, KubeClient, Obj
@@ -104,6 +120,84 @@ class _Observation:
     lease: Obj  # the Lease as last read or written
     record: Obj  # its spec
     at: float  # local monotonic time we first saw ``record`` in this form
+
+
+class _Link:
+    """What the main loop and the lease thread tell each other, each on its own loop.
+
+    Futures live on the main loop and are completed there (``to_main``); the thread's stop
+    event lives on the thread's loop and is set there (``stop``).
+    """
+
+    def __init__(self, *, main: asyncio.AbstractEventLoop) -> None:
+        self.main = main
+        self.acquired: asyncio.Future[None] = main.create_future()
+        self.lost: asyncio.Future[BaseException] = main.create_future()
+        self.finished: asyncio.Future[None] = main.create_future()
+        self.failure: BaseException | None = None
+        self.leading: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._stop_requested = False
+
+    # main loop -> thread
+    def attach(self, *, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+        with self._lock:
+            self._loop, self._stop = loop, stop
+            if self._stop_requested:
+                stop.set()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_requested = True
+            loop, event = self._loop, self._stop
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the thread's loop already closed
+                loop.call_soon_threadsafe(event.set)
+
+    # thread -> main loop
+    def to_main(self, callback: Callable[..., None], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the main loop already closed
+            self.main.call_soon_threadsafe(callback, *args)
+
+    def acquire(self) -> None:
+        if not self.acquired.done():
+            self.acquired.set_result(None)
+
+    def lose(self, exc: BaseException) -> None:
+        if self.leading is not None:
+            self.leading.cancel()  # stop reconciling at once
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        self.failure = exc
+        self.lose(exc)
+
+    def finish(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+
+async def _wait_uncancellably(future: asyncio.Future[None]) -> None:
+    """Wait for ``future`` even if cancelled meanwhile; re-raise the cancellation after."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+def _on_api(kube: KubeClient, api: client.ApiClient) -> KubeClient:
+    """A shallow copy of ``kube`` (its class, settings, metrics and any state it carries)
+    that sends its requests through ``api``, an ApiClient of another event loop."""
+    twin = copy.copy(kube)
+    twin.api = api
+    return twin
 
 
 @per_registry
@@ -178,6 +272,8 @@ class LeaderElector:
         #: Set once this elector has acquired the Lease (it stays set after leadership ends).
         self.acquired = asyncio.Event()
         self._kube = kube
+        #: The client the lease thread uses: ``kube``'s twin on that thread's own loop.
+        self._lease_kube = kube
         self._clock = clock
         self._lease_seconds = max(1, math.ceil(lease_duration))
         self._is_leader = False
@@ -229,48 +325,105 @@ class LeaderElector:
         if self._started:
             raise RuntimeError("a LeaderElector runs once; create a new one")
         self._started = True
-        await self._acquire()
-        self._is_leader = True
-        self._gauge.set(1)
-        self.acquired.set()
-        self._log.info("became leader")
-
-        async def lead() -> None:
-            await on_started_leading()
-
-        leading = asyncio.create_task(lead(), name=f"leading:{self.namespace}/{self.name}")
-        renewing = asyncio.create_task(
-            self._renew_loop(), name=f"renewing:{self.namespace}/{self.name}"
+        link = _Link(main=asyncio.get_running_loop())
+        thread = threading.Thread(
+            target=self._thread_main,
+            args=(link,),
+            name=f"lease {self.namespace}/{self.name}",
+            daemon=True,
         )
-        lost: BaseException | None = None
-        failed: BaseException | None = None
+        thread.start()
+        leading: asyncio.Task[None] | None = None
         try:
-            try:
-                await asyncio.wait({leading, renewing}, return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:
-                # Stop the work first; keep the Lease renewed while it winds down.
+            started: set[asyncio.Future[Any]] = {link.acquired, link.finished}
+            await asyncio.wait(started, return_when=FIRST_COMPLETED)
+            if not link.acquired.done():  # the thread ended without the Lease: a bug
+                raise link.failure or RuntimeError("the lease thread ended unexpectedly")
+            self.acquired.set()
+            self._log.info("became leader")
+
+            async def lead() -> None:
+                await on_started_leading()
+
+            leading = asyncio.create_task(lead(), name=f"leading:{self.namespace}/{self.name}")
+            link.leading = leading
+            if link.lost.done():  # lost before the task existed
                 leading.cancel()
-                await asyncio.wait({leading, renewing}, return_when=asyncio.FIRST_COMPLETED)
+            ending: set[asyncio.Future[Any]] = {leading, link.lost}
+            try:
+                await asyncio.wait(ending, return_when=FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # Stop the work first; the thread keeps the Lease renewed while it winds down.
+                leading.cancel()
+                await asyncio.wait(ending, return_when=FIRST_COMPLETED)
                 raise
         finally:
-            # Lost leadership: the work is cancelled at once. Otherwise renewal stops.
-            leading.cancel()
-            renewing.cancel()
-            await asyncio.wait({leading, renewing})
-            lost = None if renewing.cancelled() else renewing.exception()
-            failed = None if leading.cancelled() else leading.exception()
-            if failed is not None:
-                self._log.error("the leading task failed", error=repr(failed))
-            still_holder = self._is_leader
-            self._step_down()
-            if self.release_on_cancel and still_holder:
-                await self._release()
+            # Lost leadership: the work was cancelled at once. Otherwise renewal stops now.
+            if leading is not None:
+                leading.cancel()
+                await asyncio.wait({leading})
+            link.stop()  # the thread steps down and, if asked to, releases the Lease
+            await _wait_uncancellably(link.finished)
+        assert leading is not None  # else the try block raised
+        lost = link.lost.result() if link.lost.done() else None
         if lost is not None:
             raise lost
+        failed = None if leading.cancelled() else leading.exception()
         if failed is not None:
+            self._log.error("the leading task failed", error=repr(failed))
             raise failed
         if leading.cancelled():  # cancelled by someone else than us
             raise asyncio.CancelledError
+
+    # ------------------------------------------------------------------ the lease thread
+
+    def _thread_main(self, link: _Link) -> None:
+        """The lease thread: its own event loop, its own API client, until told to stop."""
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._campaign(link, loop=loop))
+        except BaseException as exc:  # a bug: report it rather than die silently
+            link.to_main(link.fail, exc)
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+                link.to_main(link.finish)
+
+    async def _campaign(self, link: _Link, *, loop: asyncio.AbstractEventLoop) -> None:
+        stop = asyncio.Event()
+        link.attach(loop=loop, stop=stop)
+        async with client.ApiClient(configuration=self._kube.api.configuration) as api:
+            self._lease_kube = _on_api(self._kube, api)
+            stopping = asyncio.create_task(stop.wait())
+            try:
+                acquiring = asyncio.create_task(self._acquire())
+                await asyncio.wait({acquiring, stopping}, return_when=FIRST_COMPLETED)
+                if not acquiring.done():
+                    acquiring.cancel()
+                    await asyncio.wait({acquiring})
+                    return
+                acquiring.result()
+                self._is_leader = True
+                self._gauge.set(1)
+                link.to_main(link.acquire)
+                renewing = asyncio.create_task(self._renew_loop())
+                await asyncio.wait({renewing, stopping}, return_when=FIRST_COMPLETED)
+                if renewing.done():
+                    lost = renewing.exception()
+                    self._step_down()
+                    link.to_main(link.lose, lost)
+                    return
+                renewing.cancel()
+                await asyncio.wait({renewing})
+                still_holder = self._is_leader
+                self._step_down()
+                if self.release_on_cancel and still_holder:
+                    await self._release()
+            finally:
+                stopping.cancel()
+                await asyncio.wait({stopping})
 
     # ------------------------------------------------------------------ loops
 
@@ -346,7 +499,7 @@ class LeaderElector:
                 self._log.info("fast renewal failed, reading the lease", error=str(exc))
 
         try:
-            lease = await self._kube.get(LEASES, name=self.name, namespace=self.namespace)
+            lease = await self._lease_kube.get(LEASES, name=self.name, namespace=self.namespace)
         except ApiError as exc:
             if not exc.not_found:
                 self._log.warning("could not read the lease", error=str(exc))
@@ -395,7 +548,7 @@ class LeaderElector:
             },
         }
         try:
-            created = await self._kube.create(LEASES, namespace=self.namespace, body=body)
+            created = await self._lease_kube.create(LEASES, namespace=self.namespace, body=body)
         except _TRANSIENT as exc:
             lost_race = isinstance(exc, ApiError) and exc.conflict
             (self._log.debug if lost_race else self._log.warning)(
@@ -415,11 +568,11 @@ class LeaderElector:
             "metadata": metadata,
             "spec": record,
         }
-        written = await self._kube.request(
+        written = await self._lease_kube.request(
             method="PUT",
             path=LEASES.path(namespace=self.namespace, name=self.name),
             body=body,
-            query={"fieldManager": self._kube.field_manager},
+            query={"fieldManager": self._lease_kube.field_manager},
         )
         self._observe(written)
 
@@ -445,7 +598,7 @@ class LeaderElector:
                         if not (isinstance(exc, ApiError) and exc.conflict):
                             await asyncio.sleep(self.retry_period)
                         try:
-                            lease = await self._kube.get(
+                            lease = await self._lease_kube.get(
                                 LEASES, name=self.name, namespace=self.namespace
                             )
                         except _TRANSIENT as get_exc:

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypedDict
 
@@ -301,11 +301,50 @@ async def test_leader_whose_lease_is_taken_loses_at_once(
     assert lease["spec"]["holderIdentity"] == "intruder"
 
 
-class FlakyKube(KubeClient):
-    """Fails every PUT with 503 while ``failing`` is set; counts the failures."""
+async def test_a_blocked_event_loop_does_not_lose_the_lease(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """The Lease is renewed on the elector's own thread and loop: a main loop busy for
+    longer than the renew deadline and the lease (a huge reconcile, a slow callback) keeps
+    its leadership, and its work runs on."""
+    kube = _kube(api_client)
+    registry = CollectorRegistry()
+    elector = LeaderElector(
+        kube=kube, namespace=namespace, name="busy", identity="a", registry=registry, **TIMINGS
+    )
+    work = Leading()
+    async with running(elector, work) as task:
+        await asyncio.wait_for(work.started.wait(), timeout=10)
+        blocked_at = datetime.now(UTC)
+        time.sleep(LEASE + 1.0)  # noqa: ASYNC251 - the point: the main loop is blocked
+        lease = (await _read_lease(kube, namespace=namespace, name="busy"))["spec"]
+        assert lease["holderIdentity"] == "a"
+        # Renewed while the main loop was blocked, past the renew deadline.
+        assert _parse_micro_time(lease["renewTime"]) > blocked_at + timedelta(seconds=RENEW)
+        assert lease["leaseTransitions"] == 0
+        assert elector.is_leader
+        assert elector.check() is None
+        assert _status(registry, "busy") == 1
+        await asyncio.sleep(RETRY * 2)  # the old renew loop would now see its deadline passed
+        assert not task.done()
+        assert work.cancelled_at is None
+        assert elector.is_leader
 
-    failing = False
-    failures = 0
+
+@dataclass
+class Injected:
+    failing: bool = False
+    failures: int = 0
+
+
+class FlakyKube(KubeClient):
+    """Fails every PUT with 503 while ``injected.failing`` is set; counts the failures.
+
+    The elector renews through a copy of this client bound to its lease thread's own loop;
+    the copy shares ``injected``.
+    """
+
+    injected: Injected
 
     async def request(
         self,
@@ -316,8 +355,8 @@ class FlakyKube(KubeClient):
         body: object = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        if self.failing and method == "PUT":
-            self.failures += 1
+        if self.injected.failing and method == "PUT":
+            self.injected.failures += 1
             raise ApiError(status=503, reason="ServiceUnavailable", message="injected")
         return await super().request(
             method=method, path=path, query=query, body=body, content_type=content_type
@@ -328,6 +367,7 @@ async def test_leader_whose_renewals_fail_steps_down_at_the_deadline(
     api_client: client.ApiClient, namespace: str
 ) -> None:
     kube = FlakyKube(api=api_client, metrics=RestMetrics(registry=CollectorRegistry()))
+    kube.injected = Injected()
     registry = CollectorRegistry()
     elector = LeaderElector(
         kube=kube, namespace=namespace, name="flaky", identity="a", registry=registry, **TIMINGS
@@ -337,7 +377,7 @@ async def test_leader_whose_renewals_fail_steps_down_at_the_deadline(
     async with running(elector, work) as task:
         await asyncio.wait_for(elector.acquired.wait(), timeout=10)
         seen.append(_status(registry, "flaky"))
-        kube.failing = True
+        kube.injected.failing = True
         failing_since = time.monotonic()
         with pytest.raises(LeadershipLost, match="renew deadline"):
             await asyncio.wait_for(task, timeout=RENEW + 2)
@@ -349,7 +389,7 @@ async def test_leader_whose_renewals_fail_steps_down_at_the_deadline(
     # The deadline counts from the start of the last good renewal, at most one retry period
     # (plus its request) before the failures began.
     assert RENEW - RETRY - 0.3 < stopped_after < RENEW + 0.3
-    assert kube.failures >= 3  # transient errors were retried until the deadline
+    assert kube.injected.failures >= 3  # transient errors were retried until the deadline
     assert not elector.is_leader
 
 

@@ -11,6 +11,12 @@ Behaviour:
   When the capacity is lowered by :meth:`set_capacity` the simulator picks the victims, as a
   cloud does: from the zone with the most instances, then instances of an older template
   version, then still-pending ones, then the newest.
+- Launches happen in batches of at most ``launch_batch`` (:data:`LAUNCH_BATCH`): a call
+  that raises the capacity launches the first batch, and the driver launches the rest, one
+  batch per step, yielding to the event loop in between; so ``describe_group`` right after a
+  large raise may list fewer instances than the capacity (as a cloud's does). Every step is
+  linear in the instances it looks at (no per-instance recount), so no capacity blocks the
+  event loop for long.
 - A launch picks the group's least-populated zone (ties in the order of the zones, so an empty
   group fills them round robin) and the current template version. It boots after
   ``bootDelaySeconds`` ±20% jitter, or fails then with probability ``failureRate``; a failed
@@ -96,13 +102,16 @@ from controller.providers.inmemory.state import (
 )
 from controller.providers.inmemory.template import LaunchTemplate, validate_zones
 
-__all__ = ["GroupView", "InstanceView", "Simulator"]
+__all__ = ["LAUNCH_BATCH", "GroupView", "InstanceView", "Simulator"]
 
 _log = structlog.get_logger(__name__)
 
 #: Deadlines this close to now count as due (keeps the driver from spinning on rounding).
 _EPSILON = 1e-3
 _MAX_NAME = 255
+#: Instances launched per step at most: a step runs without yielding, so this bounds how
+#: long a huge capacity blocks the event loop (a few milliseconds per batch).
+LAUNCH_BATCH = 256
 
 _T = TypeVar("_T")
 NodeAction = Literal["register", "ready", "unknown"]
@@ -157,6 +166,7 @@ class Simulator:
         tombstone_limit: int = 1000,
         node_monitor_period: float = 5.0,
         cloud_nodes: WorkloadNodes | None = None,
+        launch_batch: int = LAUNCH_BATCH,
     ) -> None:
         for option, value in (
             ("save_debounce", save_debounce),
@@ -167,8 +177,10 @@ class Simulator:
                 raise ValueError(f"{option} must not be negative, got {value}")
         if node_retry_initial <= 0 or node_retry_max < node_retry_initial:
             raise ValueError("node retries need 0 < node_retry_initial <= node_retry_max")
-        if node_concurrency < 1 or tombstone_limit < 1:
-            raise ValueError("node_concurrency and tombstone_limit must be at least 1")
+        if node_concurrency < 1 or tombstone_limit < 1 or launch_batch < 1:
+            raise ValueError(
+                "node_concurrency, tombstone_limit and launch_batch must be at least 1"
+            )
         if not node_monitor_period > 0:
             raise ValueError(f"node_monitor_period must be positive, got {node_monitor_period}")
         self._registrar = registrar
@@ -184,6 +196,7 @@ class Simulator:
         self._node_retry_max = node_retry_max
         self._node_slots = asyncio.Semaphore(node_concurrency)
         self._tombstone_limit = tombstone_limit
+        self._launch_batch = launch_batch
         self._groups: dict[str, GroupRecord] = {}
         #: Terminated instances whose Node still has to be marked Unknown.
         self._gone: dict[str, InstanceRecord] = {}
@@ -492,23 +505,47 @@ class Simulator:
     # ------------------------------------------------------------------ capacity
 
     def _converge(self, group: GroupRecord, now: float) -> bool:
-        """Launch or terminate to reach the desired capacity; True if anything changed."""
+        """Launch or terminate towards the desired capacity; True if anything changed.
+
+        At most ``launch_batch`` instances are launched per call; a group still short wakes
+        the driver, which launches the next batch after yielding to the event loop. Each
+        step is linear in the group's size: zone counts and taken IDs are computed once.
+        """
         active = group.active()
         missing = group.desired - len(active)
-        for _ in range(missing):
-            self._launch(group, now)
-        for _ in range(-missing):
-            victim = self._victim(group)
-            if victim is None:
-                break
-            self._terminate(group, victim, now)
+        if missing > 0:
+            batch = min(missing, self._launch_batch)
+            counts = Counter(inst.zone for inst in active)
+            taken = self._taken_ids()
+            for _ in range(batch):
+                self._launch(group, now, counts=counts, taken=taken)
+            if batch < missing:
+                self._wake.set()  # the driver launches the rest, one batch per step
+        elif missing < 0:
+            for victim in _victims(active, count=-missing, current=group.template_version):
+                self._terminate(group, victim, now)
         return missing != 0
 
-    def _launch(self, group: GroupRecord, now: float) -> None:
+    def _backlog(self, now: float) -> bool:
+        """Launch the next batch of every group still short; True if one still is."""
+        short = False
+        for group in list(self._groups.values()):
+            if group.desired <= sum(1 for inst in group.instances.values() if inst.active):
+                continue
+            self._converge(group, now)
+            self._changed()
+            short = short or group.desired > len(group.active())
+        return short
+
+    def _launch(
+        self, group: GroupRecord, now: float, *, counts: Counter[str], taken: set[str]
+    ) -> None:
+        """Launch one instance; ``counts`` (active per zone) and ``taken`` are updated."""
         zones = group.zones
-        counts = Counter(inst.zone for inst in group.active())
         zone = min(zones, key=lambda z: (counts[z], zones.index(z)))
-        iid = self._new_instance_id(group)
+        counts[zone] += 1
+        iid = self._new_instance_id(group, taken=taken)
+        taken.add(iid)
         launch = group.launch
         boot_delay = launch.boot_delay * self._rng.uniform(0.8, 1.2)
         will_fail = self._rng.random() < launch.failure_rate
@@ -529,32 +566,19 @@ class Simulator:
         )
         _log.debug("instance launched", group=group.name, instance=iid, zone=zone)
 
-    def _new_instance_id(self, group: GroupRecord) -> str:
+    def _new_instance_id(self, group: GroupRecord, *, taken: set[str]) -> str:
         while True:
             iid = instance_id(group=group.name, suffix=self._rng.getrandbits(32))
-            taken = (
-                iid in self._gone
-                or iid in group.tombstones
-                or any(iid in g.instances for g in self._groups.values())
-            )
-            if not taken:
+            if iid not in taken:
                 return iid
 
-    def _victim(self, group: GroupRecord) -> InstanceRecord | None:
-        active = group.active()
-        if not active:
-            return None
-        counts = Counter(inst.zone for inst in active)
-        return min(
-            active,
-            key=lambda inst: (
-                -counts[inst.zone],
-                inst.version == group.template_version,
-                inst.phase == "running",
-                -inst.launched_at,
-                inst.instance_id,
-            ),
-        )
+    def _taken_ids(self) -> set[str]:
+        """Every instance ID in use or remembered: in a group, gone, or a tombstone."""
+        taken = set(self._gone)
+        for group in self._groups.values():
+            taken.update(group.instances)
+            taken.update(group.tombstones)
+        return taken
 
     def _terminate(self, group: GroupRecord, inst: InstanceRecord, now: float) -> None:
         if self._terminate_delay > 0:
@@ -588,8 +612,9 @@ class Simulator:
             now = self._clock.now()
             try:
                 self._advance(now)
+                backlog = self._backlog(now)
                 self._sync_nodes(now)
-                deadline = self._next_deadline(now)
+                deadline = now if backlog else self._next_deadline(now)
             except Exception:  # a bug must not stop the cloud
                 _log.exception("simulator step failed")
                 deadline = now + 1.0
@@ -801,6 +826,34 @@ def _shape(group: GroupRecord) -> tuple[object, ...]:
         group.tags,
         group.desired,
     )
+
+
+def _victims(active: list[InstanceRecord], *, count: int, current: str) -> list[InstanceRecord]:
+    """The ``count`` instances a scale-in takes, in order, as a cloud picks them one by one:
+    from the zone with the most instances (recounted after each pick), then of an older
+    template version, then still pending, then the newest. O(n log n + count * zones)."""
+    by_zone: dict[str, deque[InstanceRecord]] = {}
+    for inst in sorted(
+        active,
+        key=lambda i: (i.version == current, i.phase == "running", -i.launched_at, i.instance_id),
+    ):
+        by_zone.setdefault(inst.zone, deque()).append(inst)
+    picked: list[InstanceRecord] = []
+    while len(picked) < count and by_zone:
+        zone = min(
+            by_zone,
+            key=lambda z: (
+                -len(by_zone[z]),
+                by_zone[z][0].version == current,
+                by_zone[z][0].phase == "running",
+                -by_zone[z][0].launched_at,
+                by_zone[z][0].instance_id,
+            ),
+        )
+        picked.append(by_zone[zone].popleft())
+        if not by_zone[zone]:
+            del by_zone[zone]
+    return picked
 
 
 def _node_action(inst: InstanceRecord, now: float) -> NodeAction | None:

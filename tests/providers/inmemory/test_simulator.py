@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from controller.providers.base import GroupNotFoundError, GroupSpec, PermanentError
-from controller.providers.inmemory.simulator import GroupView, Simulator
+from controller.providers.inmemory.simulator import LAUNCH_BATCH, GroupView, Simulator
 from controller.runtime.workqueue.clock import FakeClock
 
 from .helpers import CLUSTER, FakeRegistrar, group_spec
@@ -429,3 +430,46 @@ async def test_instance_ids_are_dns_labels_whatever_the_group_name() -> None:
             assert len(set(ids)) == 2
             assert all(label.match(i) for i in ids), ids
             assert all(i.node_name == i.instance_id for i in view(sim, name).instances)
+
+
+async def test_a_huge_capacity_launches_in_batches_that_yield_to_the_loop() -> None:
+    """8000 instances: no call or step launches more than a batch, other tasks keep running
+    between batches, and scale-in picks its victims without a recount per victim (the old
+    code blocked the loop for seconds both ways)."""
+    huge = 8000
+    gaps: list[float] = []
+
+    async def ticker() -> None:  # real (not virtual) time between two turns of the loop
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async with simulator() as (sim, _):
+        await sim.ensure_group(spec=group_spec(zones=("a", "b", "c"), boot=1, ready=1))
+        await sim.ensure_group(spec=group_spec("small", boot=1, ready=1))
+        await sim.set_capacity(name="small", desired=2)
+        tick = asyncio.create_task(ticker())
+        try:
+            await sim.set_capacity(name="pool", desired=huge)
+            assert 0 < len(view(sim).instances) <= LAUNCH_BATCH  # the call launched one batch
+            turns = len(gaps)
+            while len(view(sim).instances) < huge:  # noqa: ASYNC110 - counting turns
+                await asyncio.sleep(0)
+            assert len(gaps) - turns >= huge // LAUNCH_BATCH - 1  # the loop ran between batches
+        finally:
+            tick.cancel()  # it never sleeps, so virtual time stands still while it runs
+            with contextlib.suppress(asyncio.CancelledError):
+                await tick
+        await asyncio.sleep(5)
+        assert phases(sim) == {"running": huge}
+        assert phases(sim, "small") == {"running": 2}  # the other group converged too
+        assert Counter(i.zone for i in view(sim).instances) == {"a": 2667, "b": 2667, "c": 2666}
+        started = time.perf_counter()
+        await sim.set_capacity(name="pool", desired=0)
+        gaps.append(time.perf_counter() - started)
+        assert view(sim).instances == ()
+    # A generous bound on a noisy box: the old code blocked ~4 s (launch) and ~9 s (scale-in).
+    assert max(gaps) < 1.5, f"the event loop was blocked for {max(gaps):.2f} s"
