@@ -136,6 +136,10 @@ LEASES = Resource(group="coordination.k8s.io", version="v1", plural="leases", ki
 PODS = Resource(group="", version="v1", plural="pods", kind="Pod")
 
 
+#: The longest message an :class:`ApiError` takes from a ``Status`` answer.
+MAX_ERROR_MESSAGE = 500
+
+
 class ApiError(Exception):
     """The API server answered with a non-2xx status."""
 
@@ -165,17 +169,24 @@ class ApiError(Exception):
 
     @classmethod
     def from_status(cls, *, status: int, text: str) -> ApiError:
-        body: Obj | None = None
-        reason, message = "", text[:500]
+        """The error for a non-2xx answer.
+
+        Only a Kubernetes ``Status`` object lends its reason and message (cut to
+        :data:`MAX_ERROR_MESSAGE` characters). Any other body is not quoted: a workload
+        cluster's server is a tenant's choice, and an error message ends up in conditions,
+        so quoting an arbitrary answer would let a kubeconfig aimed at some internal HTTPS
+        service read that service's answers back.
+        """
         try:
             parsed = json.loads(text)
         except ValueError:
             parsed = None
-        if isinstance(parsed, dict):
-            body = parsed
-            reason = str(parsed.get("reason", ""))
-            message = str(parsed.get("message", message))
-        return cls(status=status, reason=reason or "Unknown", message=message, body=body)
+        if isinstance(parsed, dict) and parsed.get("kind") == "Status":
+            reason = str(parsed.get("reason") or "") or "Unknown"
+            message = str(parsed.get("message") or "")[:MAX_ERROR_MESSAGE]
+            return cls(status=status, reason=reason, message=message, body=parsed)
+        message = f"the answer ({len(text)} bytes) is not a Kubernetes Status"
+        return cls(status=status, reason="Unknown", message=message)
 
 
 #: The ``host`` label of every workload cluster client (see the module docstring).
