@@ -18,7 +18,9 @@ from prometheus_client import CollectorRegistry
 from controller.runtime.kube import NAMESPACES, KubeClient, RestMetrics
 from controller.testing import ControlPlane
 
-_INTEGRATION_FIXTURES = {"control_plane", "api_client", "namespace", "kubeconfig_path"}
+_INTEGRATION_FIXTURES = {
+    "control_plane", "api_client", "namespace", "kubeconfig_path", "two_more_namespaces",
+}  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -56,3 +58,15 @@ async def namespace(api_client: client.ApiClient) -> AsyncIterator[str]:
     await kube.create(NAMESPACES, body={"metadata": {"name": name}})
     yield name
     await kube.delete(NAMESPACES, name=name)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def two_more_namespaces(api_client: client.ApiClient) -> AsyncIterator[tuple[str, str]]:
+    """Two more namespaces of their own, for tests that watch several (or one and not another)."""
+    kube = KubeClient(api=api_client, metrics=RestMetrics(registry=CollectorRegistry()))
+    names = (f"t-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:10]}")
+    for name in names:
+        await kube.create(NAMESPACES, body={"metadata": {"name": name}})
+    yield names
+    for name in names:
+        await kube.delete(NAMESPACES, name=name)

@@ -5,17 +5,14 @@ InMemoryMachinePool, no Machine)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest_asyncio
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE, MACHINE_POOL
-from controller.runtime.kube import NAMESPACES, KubeClient, RestMetrics
+from controller.runtime.kube import KubeClient, RestMetrics
 from controller.testing import ControlPlane
 from controller.testing.scenario import create_inmemory_pool, create_workload_cluster
 from controller.testing.waiting import until
@@ -24,17 +21,6 @@ from tests.test_cli import spawned
 
 def _kube(api: client.ApiClient) -> KubeClient:
     return KubeClient(api=api, metrics=RestMetrics(registry=CollectorRegistry()))
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def two_more_namespaces(api_client: client.ApiClient) -> AsyncIterator[tuple[str, str]]:
-    kube = _kube(api_client)
-    names = (f"t-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:10]}")
-    for name in names:
-        await kube.create(NAMESPACES, body={"metadata": {"name": name}})
-    yield names
-    for name in names:
-        await kube.delete(NAMESPACES, name=name)
 
 
 async def test_run_with_two_namespaces_reconciles_both_and_ignores_a_third(

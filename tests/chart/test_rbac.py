@@ -27,7 +27,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 import yaml
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
@@ -36,7 +35,6 @@ from controller.api.kinds import CLUSTER, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
 from controller.runtime.kube import (
     EVENTS,
     LEASES,
-    NAMESPACES,
     SECRETS,
     ApiError,
     KubeClient,
@@ -100,17 +98,6 @@ async def _forbidden(call: Any) -> None:
     with pytest.raises(ApiError) as err:
         await call
     assert err.value.status == 403, err.value
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def two_more_namespaces(api_client: client.ApiClient) -> AsyncIterator[tuple[str, str]]:
-    kube = _kube(api_client)
-    names = (f"t-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:10]}")
-    for name in names:
-        await kube.create(NAMESPACES, body={"metadata": {"name": name}})
-    yield names
-    for name in names:
-        await kube.delete(NAMESPACES, name=name)
 
 
 @pytest.mark.parametrize("scope", ["cluster", "namespace", "namespaces"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -16,7 +15,7 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.runtime.informer import Informer, InformerEvent
-from controller.runtime.kube import NAMESPACES, KubeClient, Resource, RestMetrics
+from controller.runtime.kube import KubeClient, Resource, RestMetrics
 from controller.runtime.store import by_label
 from controller.testing import ControlPlane
 from controller.testing.proxy import TcpProxy
@@ -218,17 +217,6 @@ async def test_a_failing_handler_does_not_stop_the_informer(
     async with running(informer):
         await _make_cm(kube, namespace, "x")
         await rec.wait_for(lambda _: rec.seen("ADDED", "x"))
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def two_more_namespaces(api_client: client.ApiClient) -> AsyncIterator[tuple[str, str]]:
-    kube = _kube(api_client)
-    names = (f"t-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:10]}")
-    for name in names:
-        await kube.create(NAMESPACES, body={"metadata": {"name": name}})
-    yield names
-    for name in names:
-        await kube.delete(NAMESPACES, name=name)
 
 
 async def test_several_namespaces_share_one_store_and_ignore_the_others(
