@@ -3,7 +3,7 @@
 One process runs a real local control plane (``ControlPlane``: etcd + kube-apiserver with
 our CRDs), ``moto`` in server mode behind the counting :class:`FaultProxy` (no faults), and a
 ``Manager`` with the AWS infrastructure reconciler wired as ``machinepool-controller run
---controllers aws`` wires it (:func:`setup_aws_controller`, concurrency 10, one
+--controllers aws`` wires it (:func:`setup_infrastructure_controller`, concurrency 10, one
 :class:`AwsProvider` for the region). The core MachinePool reconciler is not run: the
 benchmark creates each ``MachinePool`` and its ``AWSMachinePool`` with the controller owner
 reference the core would set, so what is measured is the AWS side alone. Every pool's
@@ -41,10 +41,13 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.api.kinds import AWS_MACHINE_POOL, MACHINE_POOL
+from controller.app import controller_options
+from controller.infrastructure.setup import setup_infrastructure_controller
+from controller.providers.aws.adapter import AwsPoolAdapter
 from controller.providers.aws.client import AwsApi
 from controller.providers.aws.emulator import FaultProxy, MotoServer
 from controller.providers.aws.provider import AwsProvider
-from controller.providers.aws.setup import setup_aws_controller
+from controller.providers.registry import CloudKind
 from controller.runtime.informer import InformerEvent
 from controller.runtime.kube import NAMESPACES, SECRETS, KubeClient, RestMetrics
 from controller.runtime.logging import configure_logging
@@ -188,10 +191,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         aws_api = AwsApi(region=REGION, endpoint_url=proxy.url, registry=registry)
         async with aws_api, AwsProvider(region=REGION, api=aws_api, poll_interval=args.poll) as aws:
-            setup_aws_controller(
-                manager=manager, namespace=NAMESPACE, provider=aws, recorder=None,
-                concurrency=10, reconcile_timeout=60, registry=registry, steady_poll=args.poll,
-            )  # fmt: skip
+            options = controller_options(
+                manager=manager,
+                namespace=NAMESPACE,
+                recorder=None,
+                concurrency=10,
+                reconcile_timeout=60,
+            )
+            adapter = AwsPoolAdapter(secrets=options.informers.secrets, templates=aws.templates)
+            setup_infrastructure_controller(
+                options=options,
+                cloud=CloudKind(adapter=adapter, provider=aws, steady_poll=args.poll),
+            )
             watch = Watch()
             manager.informer(AWS_MACHINE_POOL, namespace=NAMESPACE).add_handler(watch.on_event)
             shutdown = asyncio.Event()

@@ -74,10 +74,11 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.api.kinds import CLUSTER, MACHINE_POOL
-from controller.app import setup_controllers
+from controller.app import controller_options, setup_controllers
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.registry import CloudKind, KindRegistry
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import NAMESPACES, SECRETS, KubeClient, RestMetrics
@@ -512,9 +513,12 @@ async def run(
         stack.push_async_callback(registrar.aclose)
         simulator = await stack.enter_async_context(Simulator(registrar=registrar, seed=1))
         setup_controllers(
-            manager=manager, namespace=NAMESPACE, pools=True,
-            providers=[(InMemoryPoolAdapter(), simulator)], recorder=recorder,
-            concurrency=concurrency, reconcile_timeout=60,
+            options=controller_options(
+                manager=manager, namespace=NAMESPACE, recorder=recorder,
+                concurrency=concurrency, reconcile_timeout=60,
+            ),
+            kinds=KindRegistry([CloudKind(adapter=InMemoryPoolAdapter(), provider=simulator)]),
+            pools=True,
         )  # fmt: skip
         await stack.enter_async_context(recorder)
         shutdown = asyncio.Event()

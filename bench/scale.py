@@ -82,10 +82,11 @@ from controller.api.kinds import (
     MACHINE,
     MACHINE_POOL,
 )
-from controller.app import setup_controllers
+from controller.app import controller_options, setup_controllers
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.registry import CloudKind, KindRegistry
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import NAMESPACES, NODES, SECRETS, KubeClient, RestMetrics
@@ -537,9 +538,12 @@ async def run(
             )
             recorder = EventRecorder(kube=kube, instance="bench")
             setup_controllers(
-                manager=manager, namespace=NAMESPACE, pools=True,
-                providers=[(InMemoryPoolAdapter(), simulator)], recorder=recorder,
-                concurrency=concurrency, reconcile_timeout=60,
+                options=controller_options(
+                    manager=manager, namespace=NAMESPACE, recorder=recorder,
+                    concurrency=concurrency, reconcile_timeout=60,
+                ),
+                kinds=KindRegistry([CloudKind(adapter=InMemoryPoolAdapter(), provider=simulator)]),
+                pools=True,
             )  # fmt: skip
             await stack.enter_async_context(recorder)
             rss_before = _rss_kib()

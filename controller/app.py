@@ -4,6 +4,14 @@ Builds the management-cluster client, checks the API server answers, assembles t
 with its controllers, and runs it until SIGTERM/SIGINT (handled in
 :mod:`controller.runtime.signals`, the one place for signals).
 
+It owns the pieces the controllers share, each made once: the registry of infra kinds
+(:class:`~controller.providers.registry.KindRegistry`: each kind's adapter and cloud, handed
+to the core and to the infrastructure controllers alike), the workload cluster connections
+(:class:`~controller.workload.clusters.WorkloadClusters`, lent to the MachinePool, Machine and
+MachineHealthCheck controllers), and the shared informers with their named indexes
+(:mod:`controller.shared`); each ``setup_*`` gets one
+:class:`~controller.shared.ControllerOptions`.
+
 Feature gate ``MachinePool`` off (``--feature-gates=MachinePool=false`` or
 ``EXP_MACHINE_POOL=false``): neither half is set up, so no MachinePool or infrastructure pool
 is read, changed or deleted; a warning at start and the ``featureGates`` entry of
@@ -20,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -28,27 +36,29 @@ import structlog
 from kubernetes_asyncio import client, config
 
 from controller.healthcheck.setup import setup_healthcheck_controller
+from controller.infrastructure.reconciler import DEFAULT_MAX_REPLICAS
+from controller.infrastructure.setup import setup_infrastructure_controller
 from controller.machinepool.setup import setup_machinepool_controller
 from controller.machines.setup import setup_machine_controller
 from controller.options import RunOptions, in_cluster_namespace
 from controller.providers.aws.adapter import AwsPoolAdapter
 from controller.providers.aws.provider import AwsProvider
-from controller.providers.aws.setup import setup_aws_controller
 from controller.providers.base import InstanceGroupProvider
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.client import InMemoryProvider
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
-from controller.providers.reconciler import DEFAULT_MAX_REPLICAS, PoolAdapter
-from controller.providers.setup import setup_infrastructure_controller
+from controller.providers.registry import CloudKind, KindRegistry
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Namespaces
-from controller.runtime.kube import ApiError, KubeClient
+from controller.runtime.kube import ApiError, KubeClient, rest_metrics_for
 from controller.runtime.leaderelection import LeadershipLost
 from controller.runtime.manager import LeaderElectionOptions, Manager, ManagerOptions
 from controller.runtime.server import BindError
 from controller.runtime.servingcert import CertificateError
 from controller.runtime.signals import shutdown_on_signals
+from controller.shared import ControllerOptions, SharedInformers
+from controller.workload.clusters import WorkloadClusters
 
 _log = structlog.get_logger(__name__)
 
@@ -153,16 +163,24 @@ async def run_controller(options: RunOptions) -> int:
             feature_gates=gates.describe(),
             watch_filter=options.label_selector() or "(none)",
         )
+        for message in options.controller_deprecations():
+            _log.warning(message)
         async with contextlib.AsyncExitStack() as stack:
-            providers: list[tuple[PoolAdapter, InstanceGroupProvider | None]] = [
-                (InMemoryPoolAdapter(), None)
-            ]
+            shared = controller_options(
+                manager=manager,
+                namespace=options.namespaces,
+                recorder=recorder,
+                concurrency=options.concurrency,
+                reconcile_timeout=options.reconcile_timeout,
+                watch_filter=options.label_selector(),
+            )
             enabled = options.machine_pool_enabled
-            if enabled and "infrastructure" in options.controllers:
-                provider = await stack.enter_async_context(inmemory_provider(options, kube=kube))
-                providers = [(InMemoryPoolAdapter(), provider)]
-            aws: AwsProvider | None = None
-            if enabled and "aws" in options.controllers:
+            kinds = KindRegistry()
+            inmemory: InstanceGroupProvider | None = None
+            if enabled and options.runs("inmemory"):
+                inmemory = await stack.enter_async_context(inmemory_provider(options, kube=kube))
+            kinds.add(CloudKind(adapter=InMemoryPoolAdapter(), provider=inmemory))
+            if enabled and options.runs("aws"):
                 assert options.aws_region is not None  # checked with the options
                 aws = await stack.enter_async_context(
                     AwsProvider(
@@ -172,116 +190,98 @@ async def run_controller(options: RunOptions) -> int:
                         poll_interval=options.aws_poll_interval,
                     )
                 )
-                # The core half knows the kind; its infrastructure controller is wired below
-                # (its own poll interval, and its bootstrap Secret watch).
-                providers.append((AwsPoolAdapter(), None))
+                # The provider's poll interval is also its describe cache's lifetime, so a
+                # converged pool is looked at once per interval, served by batched calls.
+                adapter = AwsPoolAdapter(secrets=shared.informers.secrets, templates=aws.templates)
+                kinds.add(
+                    CloudKind(adapter=adapter, provider=aws, steady_poll=options.aws_poll_interval)
+                )
             if enabled:
                 setup_controllers(
-                    manager=manager,
-                    namespace=options.namespaces,
-                    pools="machinepool" in options.controllers,
-                    providers=providers,
-                    recorder=recorder,
-                    concurrency=options.concurrency,
-                    reconcile_timeout=options.reconcile_timeout,
-                    watch_filter=options.label_selector(),
+                    options=shared,
+                    kinds=kinds,
+                    pools=options.runs("machinepool"),
                     allow_insecure_kubeconfigs=options.allow_insecure_workload_kubeconfigs,
                     max_replicas=options.max_replicas_per_pool,
-                )
-            if aws is not None:
-                setup_aws_controller(
-                    manager=manager,
-                    namespace=options.namespaces,
-                    provider=aws,
-                    recorder=recorder,
-                    concurrency=options.concurrency,
-                    reconcile_timeout=options.reconcile_timeout,
-                    registry=manager.registry,
-                    steady_poll=options.aws_poll_interval,
-                    watch_filter=options.label_selector(),
                 )
             await stack.enter_async_context(recorder)
             return await _run_manager(manager, shutdown=shutdown.requested)
 
 
-def setup_controllers(
+def controller_options(
     *,
     manager: Manager,
     namespace: Namespaces,
-    pools: bool,
-    providers: Sequence[tuple[PoolAdapter, InstanceGroupProvider | None]],
     recorder: EventRecorder | None,
     concurrency: int,
     reconcile_timeout: float,
-    busy_poll: float = 2.0,
-    steady_poll: float = 60.0,
     watch_filter: str | None = None,
+) -> ControllerOptions:
+    """The one options object every controller of ``manager`` gets, with the shared
+    informers (made on first use). ``watch_filter`` is ``--watch-filter``'s label selector."""
+    return ControllerOptions(
+        manager=manager,
+        namespace=namespace,
+        recorder=recorder,
+        concurrency=concurrency,
+        reconcile_timeout=reconcile_timeout,
+        watch_filter=watch_filter,
+        informers=SharedInformers(manager=manager, namespace=namespace, watch_filter=watch_filter),
+    )
+
+
+def workload_clusters(
+    *, options: ControllerOptions, allow_insecure_kubeconfigs: bool = False
+) -> WorkloadClusters:
+    """The one set of workload cluster connections of the process, fed by the shared Secret
+    and Cluster informers and run by the manager; the MachinePool, Machine and
+    MachineHealthCheck controllers listen to its Node events."""
+    workloads = WorkloadClusters(
+        rest_metrics=rest_metrics_for(options.registry),
+        allow_insecure=allow_insecure_kubeconfigs,
+    )
+    options.informers.secrets.add_handler(workloads.handle_secret_event)
+    # Only an existing Cluster's kubeconfig Secret is connected to.
+    options.informers.clusters.add_handler(workloads.handle_cluster_event)
+    options.manager.add_runnable(name="workload clusters", run=workloads.run)
+    return workloads
+
+
+def setup_controllers(
+    *,
+    options: ControllerOptions,
+    kinds: KindRegistry,
+    pools: bool,
     health_checks: bool = True,
     allow_insecure_kubeconfigs: bool = False,
     max_replicas: int = DEFAULT_MAX_REPLICAS,
-) -> None:
+) -> WorkloadClusters | None:
     """Every controller of the product on one manager: with ``pools``, the MachinePool and
-    Machine controllers for the infra kinds of ``providers`` (and, with ``health_checks``,
-    the MachineHealthCheck controller, which shares their workload cluster connections); and
-    an infrastructure controller for each provider given (``None``: the kind is known,
-    reconciled elsewhere). The one place tests, the demo and ``run`` compose the product.
-    ``watch_filter`` is a label selector every controller's informers share
-    (``--watch-filter``); ``allow_insecure_kubeconfigs`` is
-    ``--allow-insecure-workload-kubeconfigs``."""
-    infra_kinds = [adapter.kind for adapter, _ in providers]
-    machine_kinds = [a.machine_kind for a, _ in providers if a.machine_kind is not None]
+    Machine controllers for the infra kinds of ``kinds`` (and, with ``health_checks``, the
+    MachineHealthCheck controller), on one set of workload cluster connections (returned);
+    and an infrastructure controller for each kind that has a provider (the others are
+    known to the core, reconciled elsewhere). The one place tests, the demo and ``run``
+    compose the product. ``allow_insecure_kubeconfigs`` is
+    ``--allow-insecure-workload-kubeconfigs``; ``max_replicas`` ``--max-replicas-per-pool``."""
+    workloads: WorkloadClusters | None = None
     if pools:
-        pool_controller = setup_machinepool_controller(
-            manager=manager,
-            namespace=namespace,
-            infra_kinds=infra_kinds,
-            infra_machine_kinds=machine_kinds,
-            recorder=recorder,
-            concurrency=concurrency,
-            reconcile_timeout=reconcile_timeout,
-            registry=manager.registry,
-            watch_filter=watch_filter,
-            allow_insecure_kubeconfigs=allow_insecure_kubeconfigs,
+        workloads = workload_clusters(
+            options=options, allow_insecure_kubeconfigs=allow_insecure_kubeconfigs
+        )
+        setup_machinepool_controller(
+            options=options,
+            workloads=workloads,
+            infra_kinds=kinds.pool_kinds,
+            infra_machine_kinds=kinds.machine_kinds,
         )
         setup_machine_controller(
-            manager=manager,
-            namespace=namespace,
-            workloads=pool_controller.workloads,
-            infra_machine_kinds=machine_kinds,
-            recorder=recorder,
-            concurrency=concurrency,
-            reconcile_timeout=reconcile_timeout,
-            registry=manager.registry,
-            watch_filter=watch_filter,
+            options=options, workloads=workloads, infra_machine_kinds=kinds.machine_kinds
         )
         if health_checks:
-            setup_healthcheck_controller(
-                manager=manager,
-                namespace=namespace,
-                workloads=pool_controller.workloads,
-                recorder=recorder,
-                concurrency=concurrency,
-                reconcile_timeout=reconcile_timeout,
-                registry=manager.registry,
-                watch_filter=watch_filter,
-            )
-    for adapter, provider in providers:
-        if provider is None:
-            continue
-        setup_infrastructure_controller(
-            manager=manager,
-            namespace=namespace,
-            adapter=adapter,
-            provider=provider,
-            recorder=recorder,
-            concurrency=concurrency,
-            reconcile_timeout=reconcile_timeout,
-            registry=manager.registry,
-            busy_poll=busy_poll,
-            steady_poll=steady_poll,
-            watch_filter=watch_filter,
-            max_replicas=max_replicas,
-        )
+            setup_healthcheck_controller(options=options, workloads=workloads)
+    for cloud in kinds.reconciled:
+        setup_infrastructure_controller(options=options, cloud=cloud, max_replicas=max_replicas)
+    return workloads
 
 
 def gate_note(options: RunOptions) -> str:

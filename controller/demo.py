@@ -37,10 +37,11 @@ from rich.live import Live
 from rich.table import Table
 
 from controller.api.kinds import ALL_KINDS, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
-from controller.app import setup_controllers
+from controller.app import controller_options, setup_controllers
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.registry import CloudKind, KindRegistry
 from controller.runtime.events import EventRecorder
 from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, ResourceLike, RestMetrics
 from controller.runtime.logging import configure_logging
@@ -229,9 +230,13 @@ async def _run(
     )
     simulator = await stack.enter_async_context(Simulator(registrar=registrar))
     setup_controllers(
-        manager=manager, namespace=None, pools=True,
-        providers=[(InMemoryPoolAdapter(), simulator)], recorder=recorder, concurrency=10,
-        reconcile_timeout=60, busy_poll=0.5,
+        options=controller_options(
+            manager=manager, namespace=None, recorder=recorder, concurrency=10,
+            reconcile_timeout=60,
+        ),
+        kinds=KindRegistry([CloudKind(adapter=InMemoryPoolAdapter(), provider=simulator,
+                                      busy_poll=0.5)]),
+        pools=True,
     )  # fmt: skip
     stopping = asyncio.Event()
     running = asyncio.create_task(manager.run(shutdown=stopping))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.api.labels import WATCH_FILTER_LABEL
-from controller.providers.reconciler import DEFAULT_MAX_REPLICAS
+from controller.infrastructure.reconciler import DEFAULT_MAX_REPLICAS
 from controller.runtime.featuregates import FeatureGate, FeatureGateError, FeatureGates, resolve
 from controller.runtime.server import parse_bind_address
 
@@ -29,12 +29,15 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-#: The reconcilers ``--controllers`` can select: the core MachinePool half and the
-#: infrastructure half (one reconciler per infra kind: ``infrastructure`` is
-#: InMemoryMachinePool, ``aws`` is AWSMachinePool).
-CONTROLLERS = ("machinepool", "infrastructure", "aws")
+#: The parts ``--controllers`` can select: ``machinepool`` is the core half (the MachinePool,
+#: Machine and MachineHealthCheck controllers); each cloud is named by itself and runs the
+#: infrastructure controller of its infra kind (``inmemory``: InMemoryMachinePool, ``aws``:
+#: AWSMachinePool).
+CONTROLLERS = ("machinepool", "inmemory", "aws")
+#: Old spellings still accepted, with a deprecation warning at start: name -> new name.
+DEPRECATED_CONTROLLERS = {"infrastructure": "inmemory"}
 #: What runs without ``--controllers`` (AWS needs a region and credentials: opt-in).
-DEFAULT_CONTROLLERS = ("machinepool", "infrastructure")
+DEFAULT_CONTROLLERS = ("machinepool", "inmemory")
 
 
 #: Feature gates ``--feature-gates`` knows, as Cluster API's: ``MachinePool`` (Beta, on by
@@ -129,6 +132,19 @@ class RunOptions:
         """The ``MachinePool`` feature gate: off means no MachinePool is reconciled."""
         return self.feature_gates.enabled(MACHINE_POOL_GATE)
 
+    def runs(self, name: str) -> bool:
+        """True when ``--controllers`` selects ``name`` (one of :data:`CONTROLLERS`), under
+        its name or a deprecated spelling of it."""
+        return any(DEPRECATED_CONTROLLERS.get(c, c) == name for c in self.controllers)
+
+    def controller_deprecations(self) -> list[str]:
+        """One warning per deprecated ``--controllers`` spelling given (logged at start)."""
+        return [
+            f"--controllers {old} is deprecated; use {DEPRECATED_CONTROLLERS[old]}"
+            for old in dict.fromkeys(self.controllers)
+            if old in DEPRECATED_CONTROLLERS
+        ]
+
     def label_selector(self) -> str | None:
         """The label selector ``--watch-filter`` puts on the informers of our own objects."""
         return f"{WATCH_FILTER_LABEL}={self.watch_filter}" if self.watch_filter else None
@@ -188,7 +204,7 @@ class RunOptions:
                     f"--namespace {name!r} is not a valid namespace name (at most 63 lowercase "
                     "letters, digits or '-', starting and ending with a letter or digit)"
                 )
-        unknown = sorted(set(self.controllers) - set(CONTROLLERS))
+        unknown = sorted(set(self.controllers) - set(CONTROLLERS) - set(DEPRECATED_CONTROLLERS))
         if unknown or not self.controllers:
             raise OptionError(
                 f"--controllers: unknown {', '.join(unknown) or '(none given)'}; "
@@ -233,7 +249,7 @@ class RunOptions:
             raise OptionError(
                 f"--inmemory-endpoint {self.inmemory_endpoint!r} is not an http(s):// URL"
             )
-        if "aws" in self.controllers and not self.aws_region:
+        if self.runs("aws") and not self.aws_region:
             raise OptionError("--controllers aws needs --aws-region (or AWS_REGION)")
         if self.aws_endpoint_url and not re.match(r"^https?://", self.aws_endpoint_url):
             raise OptionError(f"--aws-endpoint-url {self.aws_endpoint_url!r} is not a URL")

@@ -88,7 +88,7 @@ def reasons_in_code() -> set[str]:
     sources = [*(ROOT / "controller" / "machinepool").glob("*.py"),
                *(ROOT / "controller" / "healthcheck").glob("*.py"),
                *(ROOT / "controller" / "workload").glob("*.py"),
-               ROOT / "controller" / "providers" / "reconciler.py"]  # fmt: skip
+               ROOT / "controller" / "infrastructure" / "reconciler.py"]  # fmt: skip
     for path in sources:
         text = path.read_text()
         for pattern in _REASON_PATTERNS:

@@ -18,15 +18,47 @@ FORBIDDEN = {
                            "controller.workload", "controller.cli", "controller.app"],
     "controller.workload": ["controller.machinepool", "controller.machines",
                             "controller.providers", "controller.cli", "controller.app"],
-    "controller.providers": ["controller.machinepool", "controller.machines", "controller.cli",
-                             "controller.app"],
-    "controller.machinepool": ["controller.providers", "controller.machines", "controller.cli",
-                               "controller.app"],
-    "controller.machines": ["controller.machinepool", "controller.providers", "controller.cli",
-                            "controller.app"],
+    # The clouds sit below the infrastructure reconciler that drives them.
+    "controller.providers": ["controller.machinepool", "controller.machines",
+                             "controller.healthcheck", "controller.infrastructure",
+                             "controller.shared", "controller.cli", "controller.app"],
+    # The shared pieces every controller gets sit below all of them.
+    "controller.shared": ["controller.machinepool", "controller.machines",
+                          "controller.healthcheck", "controller.infrastructure",
+                          "controller.providers", "controller.cli", "controller.app"],
+    # The infrastructure reconciler knows clouds only through the protocol and the registry.
+    "controller.infrastructure": ["controller.machinepool", "controller.machines",
+                                  "controller.healthcheck", "controller.workload",
+                                  "controller.providers.aws", "controller.providers.inmemory",
+                                  "controller.cli", "controller.app"],
+    "controller.machinepool": ["controller.providers", "controller.infrastructure",
+                               "controller.machines", "controller.cli", "controller.app"],
+    "controller.machines": ["controller.machinepool", "controller.providers",
+                            "controller.infrastructure", "controller.cli", "controller.app"],
     "controller.healthcheck": ["controller.machinepool", "controller.machines",
-                               "controller.providers", "controller.cli", "controller.app"],
+                               "controller.providers", "controller.infrastructure",
+                               "controller.cli", "controller.app"],
 }  # fmt: skip
+
+
+def test_one_protocol_and_no_hook_probing() -> None:
+    """Each infrastructure module lives in one place (controller.infrastructure, not again in
+    controller.providers), and the reconciler reads adapter hooks through the typed
+    protocol, never with getattr/hasattr."""
+    providers = ROOT / "providers"
+    for moved in ("reconciler", "scaling", "capacity", "machines", "setup"):
+        assert not (providers / f"{moved}.py").exists(), f"controller/providers/{moved}.py"
+    assert not (providers / "aws" / "setup.py").exists()
+    for path in sorted((ROOT / "infrastructure").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        probes = [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+        ]
+        assert probes == [], f"{_module_name(path)} probes attributes at lines {probes}"
 
 
 def _module_name(path: Path) -> str:

@@ -49,3 +49,16 @@ def test_a_bad_namespace_is_an_error_naming_the_flag(value: str, message: str) -
     with pytest.raises(OptionError) as err:
         _options("--namespace", value)
     assert str(err.value).startswith(message), err.value
+
+
+def test_controllers_name_each_cloud_and_keep_the_old_spelling_with_a_warning() -> None:
+    default = _options()
+    assert [default.runs(n) for n in ("machinepool", "inmemory", "aws")] == [True, True, False]
+    assert default.controller_deprecations() == []
+    old = _options("--controllers", "machinepool,infrastructure,infrastructure")
+    assert old.runs("inmemory")
+    assert old.controller_deprecations() == [
+        "--controllers infrastructure is deprecated; use inmemory"
+    ]
+    with pytest.raises(OptionError, match="--controllers: unknown"):
+        _options("--controllers", "machines")

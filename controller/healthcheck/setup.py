@@ -6,63 +6,42 @@ the Machine's cluster: a label change may select or drop it); Clusters (pause, u
 workload Nodes (every health check of that cluster). A burst of events for one health check
 collapses into one queued key.
 
-The workload cluster connections are shared with the MachinePool controller (one Node
-informer per workload cluster), so this controller needs ``workloads`` from it.
+The workload cluster connections (one Node informer per workload cluster) are ``app.py``'s,
+shared with the MachinePool and Machine controllers; this controller only listens to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry
-
-from controller.api.kinds import CLUSTER, MACHINE, MACHINE_HEALTH_CHECK
 from controller.healthcheck.metrics import healthcheck_metrics
 from controller.healthcheck.reconciler import HealthCheckReconciler
 from controller.runtime.controller import Controller
-from controller.runtime.events import EventRecorder
-from controller.runtime.informer import InformerEvent, Namespaces
-from controller.runtime.manager import Manager
-from controller.runtime.store import Obj
+from controller.runtime.informer import InformerEvent
+from controller.shared import CLUSTER_INDEX, ControllerOptions, by_cluster
+from controller.shared import object_key as _key
 from controller.workload.clusters import ClusterKey, WorkloadClusters
 
 __all__ = ["setup_healthcheck_controller"]
 
-HEALTH_CHECK_CLUSTER_INDEX = "cluster"
-
-
-def _health_check_cluster(obj: Obj) -> Iterable[str]:
-    name = (obj.get("spec") or {}).get("clusterName")
-    namespace = (obj.get("metadata") or {}).get("namespace")
-    return [f"{namespace}/{name}"] if name else []
-
-
-def _key(obj: Obj) -> str:
-    meta = obj["metadata"]
-    return f"{meta['namespace']}/{meta['name']}"
-
 
 def setup_healthcheck_controller(
     *,
-    manager: Manager,
-    namespace: Namespaces,
+    options: ControllerOptions,
     workloads: WorkloadClusters,
-    recorder: EventRecorder | None,
-    concurrency: int,
-    reconcile_timeout: float,
-    registry: CollectorRegistry,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    watch_filter: str | None = None,
 ) -> Controller:
+    """The MachineHealthCheck controller, on the connections of ``workloads`` (owned by the
+    caller); ``now`` is its clock."""
+    manager = options.manager
+    registry = options.registry
+    shared = options.informers
     # --watch-filter selects the health checks and Machines we own (the Machine informer is
     # the one the MachinePool and Machine controllers share); Clusters stay unfiltered.
-    health_checks = manager.informer(
-        MACHINE_HEALTH_CHECK, namespace=namespace, label_selector=watch_filter
-    )
-    health_checks.store.ensure_index(name=HEALTH_CHECK_CLUSTER_INDEX, func=_health_check_cluster)
-    machines = manager.informer(MACHINE, namespace=namespace, label_selector=watch_filter)
-    clusters = manager.informer(CLUSTER, namespace=namespace)
+    health_checks = shared.health_checks
+    machines = shared.machines
+    clusters = shared.clusters
     reconciler = HealthCheckReconciler(
         kube=manager.kube,
         health_checks=health_checks,
@@ -70,30 +49,27 @@ def setup_healthcheck_controller(
         clusters=clusters,
         workloads=workloads,
         metrics=healthcheck_metrics(registry),
-        recorder=recorder,
+        recorder=options.recorder,
         now=now,
     )
     controller = Controller(
         name="machinehealthcheck",
         reconciler=reconciler,
-        concurrency=concurrency,
-        reconcile_timeout=reconcile_timeout,
+        concurrency=options.concurrency,
+        reconcile_timeout=options.reconcile_timeout,
         registry=registry,
         urgency=manager.urgency,
     )
 
     def of_cluster(cluster_key: str) -> list[str]:
         return [
-            _key(h)
-            for h in health_checks.store.by_index(
-                name=HEALTH_CHECK_CLUSTER_INDEX, value=cluster_key
-            )
+            _key(h) for h in health_checks.store.by_index(name=CLUSTER_INDEX, value=cluster_key)
         ]
 
     def machine_to_checks(event: InformerEvent) -> list[str]:
         keys: set[str] = set()
         for obj in (event.obj, event.old):
-            for cluster_key in _health_check_cluster(obj or {}):
+            for cluster_key in by_cluster(obj or {}):
                 keys.update(of_cluster(cluster_key))
         return sorted(keys)
 

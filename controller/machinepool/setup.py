@@ -16,16 +16,18 @@ Event sources, each mapped to the MachinePool keys it concerns:
 - workload Nodes → the pools whose ``spec.providerIDList`` holds the Node's provider ID
   (an index on the pool cache, so a Node event costs a dict lookup), or that the Node's
   owner annotations name (for a Node whose provider ID has already left the list).
+
+The informers and their indexes are the shared ones (:mod:`controller.shared`); the workload
+cluster connections are the caller's (``app.py`` owns and runs them), this controller only
+listens to their Node events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry
-
-from controller.api.kinds import CLUSTER, MACHINE, MACHINE_POOL, Kind
+from controller.api.kinds import MACHINE_POOL, Kind
 from controller.machinepool.contract import ContractKinds
 from controller.machinepool.external import ExternalObjects
 from controller.machinepool.machines import PoolMachines
@@ -33,86 +35,42 @@ from controller.machinepool.reconciler import MachinePoolReconciler
 from controller.runtime.controller import Controller
 from controller.runtime.crds import CrdCatalog
 from controller.runtime.discovery import RestMapper, ServedResource
-from controller.runtime.events import EventRecorder
-from controller.runtime.informer import Informer, InformerEvent, Namespaces
-from controller.runtime.kube import rest_metrics_for
-from controller.runtime.manager import Manager
-from controller.runtime.store import CONTROLLER_OWNER_INDEX, Obj, controller_owner_keys
+from controller.runtime.informer import Informer, InformerEvent
+from controller.runtime.store import Obj
+from controller.shared import (
+    BOOTSTRAP_SECRET_INDEX,
+    CLUSTER_INDEX,
+    INFRA_REF_INDEX,
+    POOL_PROVIDER_IDS_INDEX,
+    ControllerOptions,
+    infra_ref_key,
+)
+from controller.shared import object_key as _key
 from controller.workload.clusters import ClusterKey, WorkloadClusters
-
-PROVIDER_ID_INDEX = "providerID"
-CLUSTER_INDEX = "cluster"
-BOOTSTRAP_SECRET_INDEX = "bootstrapSecret"
-INFRA_REF_INDEX = "infrastructureRef"
-
-
-def _pool_provider_ids(obj: Obj) -> Iterable[str]:
-    return list((obj.get("spec") or {}).get("providerIDList") or [])
-
-
-def _pool_bootstrap_secret(obj: Obj) -> Iterable[str]:
-    meta = obj.get("metadata", {})
-    spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
-    name = (spec.get("bootstrap") or {}).get("dataSecretName")
-    return [f"{meta.get('namespace')}/{name}"] if name else []
-
-
-def _ref_key(*, namespace: object, group: object, kind: object, name: object) -> str:
-    return f"{namespace}/{group}/{kind}/{name}"
-
-
-def _pool_infra_ref(obj: Obj) -> Iterable[str]:
-    spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
-    ref = spec.get("infrastructureRef") or {}
-    if not ref.get("name"):
-        return []
-    namespace = obj.get("metadata", {}).get("namespace")
-    return [
-        _ref_key(namespace=namespace, group=ref.get("apiGroup"), kind=ref.get("kind"),
-                 name=ref.get("name"))
-    ]  # fmt: skip
-
-
-def _pool_cluster(obj: Obj) -> Iterable[str]:
-    meta = obj.get("metadata", {})
-    name = (obj.get("spec") or {}).get("clusterName")
-    return [f"{meta.get('namespace')}/{name}"] if name else []
 
 
 @dataclass
 class MachinePoolController:
     controller: Controller
     reconciler: MachinePoolReconciler
-    workloads: WorkloadClusters
 
 
 def setup_machinepool_controller(
     *,
-    manager: Manager,
-    namespace: Namespaces,
+    options: ControllerOptions,
+    workloads: WorkloadClusters,
     infra_kinds: Sequence[Kind],
-    recorder: EventRecorder | None,
-    concurrency: int,
-    reconcile_timeout: float,
-    registry: CollectorRegistry,
     infra_machine_kinds: Sequence[Kind] = (),
-    watch_filter: str | None = None,
-    allow_insecure_kubeconfigs: bool = False,
 ) -> MachinePoolController:
+    """The MachinePool controller for pools whose infrastructure is of ``infra_kinds``
+    (Machines for the infra machines of ``infra_machine_kinds``), on the connections of
+    ``workloads`` (owned by the caller, which runs it)."""
+    manager = options.manager
     kube = manager.kube
-    # --watch-filter selects the pools we own; Clusters, Secrets and infra objects stay
-    # unfiltered, since they are only looked up or mapped to (already filtered) pools.
-    pools = manager.informer(MACHINE_POOL, namespace=namespace, label_selector=watch_filter)
-    pools.store.add_index(name=PROVIDER_ID_INDEX, func=_pool_provider_ids)
-    pools.store.add_index(name=CLUSTER_INDEX, func=_pool_cluster)
-    pools.store.add_index(name=BOOTSTRAP_SECRET_INDEX, func=_pool_bootstrap_secret)
-    pools.store.add_index(name=INFRA_REF_INDEX, func=_pool_infra_ref)
-    clusters = manager.informer(CLUSTER, namespace=namespace)
-    secrets = manager.informer(
-        WorkloadClusters.secrets_resource(),
-        namespace=namespace,
-        label_selector=WorkloadClusters.secret_label_selector(),
-    )
+    shared = options.informers
+    pools = shared.pools
+    clusters = shared.clusters
+    secrets = shared.secrets
     mapper = RestMapper(kube=kube)
     infra_informers: dict[tuple[str, str], Informer] = {}
     for kind in infra_kinds:
@@ -125,15 +83,12 @@ def setup_machinepool_controller(
                 namespaced=kind.namespaced,
             )
         )
-        infra_informers[(kind.group, kind.kind)] = manager.informer(kind, namespace=namespace)
+        infra_informers[(kind.group, kind.kind)] = shared.infra_pools(kind)
 
-    machines = manager.informer(MACHINE, namespace=namespace, label_selector=watch_filter)
-    machines.store.ensure_index(name=CONTROLLER_OWNER_INDEX, func=controller_owner_keys)
-    infra_machine_informers: dict[tuple[str, str], Informer] = {}
-    for kind in infra_machine_kinds:
-        informer = manager.informer(kind, namespace=namespace, label_selector=watch_filter)
-        informer.store.ensure_index(name=CONTROLLER_OWNER_INDEX, func=controller_owner_keys)
-        infra_machine_informers[(kind.group, kind.kind)] = informer
+    machines = shared.machines
+    infra_machine_informers: dict[tuple[str, str], Informer] = {
+        (kind.group, kind.kind): shared.infra_machines(kind) for kind in infra_machine_kinds
+    }
     pool_machines = PoolMachines(
         kube=kube, machines=machines, infra_machines=infra_machine_informers
     )
@@ -145,13 +100,7 @@ def setup_machinepool_controller(
             for key in _pools_for_node(pools, cluster, event.obj):
                 controller_box[0].enqueue(key, event=event, kind="Node")
 
-    workloads = WorkloadClusters(
-        on_node_event=on_node,
-        rest_metrics=rest_metrics_for(registry),
-        allow_insecure=allow_insecure_kubeconfigs,
-    )
-    secrets.add_handler(workloads.handle_secret_event)
-    clusters.add_handler(workloads.handle_cluster_event)  # only an existing Cluster's Secret
+    workloads.add_node_handler(on_node)
     contract = ContractKinds(mapper=mapper, crds=CrdCatalog(kube=kube))
     external = ExternalObjects(kube=kube, contract=contract, informers=infra_informers)
     reconciler = MachinePoolReconciler(
@@ -161,15 +110,15 @@ def setup_machinepool_controller(
         external=external,
         workloads=workloads,
         secrets=secrets,
-        recorder=recorder,
+        recorder=options.recorder,
         machines=pool_machines if infra_machine_kinds else None,
     )
     controller = Controller(
         name="machinepool",
         reconciler=reconciler,
-        concurrency=concurrency,
-        reconcile_timeout=reconcile_timeout,
-        registry=registry,
+        concurrency=options.concurrency,
+        reconcile_timeout=options.reconcile_timeout,
+        registry=options.registry,
         urgency=manager.urgency,
     )
     controller_box.append(controller)
@@ -188,8 +137,8 @@ def setup_machinepool_controller(
         # owned yet, and the pool must learn that it now exists.
         meta = event.obj.get("metadata", {})
         api_version = str(event.obj.get("apiVersion", ""))
-        ref = _ref_key(namespace=meta.get("namespace"), group=api_version.split("/")[0],
-                       kind=event.obj.get("kind"), name=meta.get("name"))  # fmt: skip
+        ref = infra_ref_key(namespace=meta.get("namespace"), group=api_version.split("/")[0],
+                            kind=event.obj.get("kind"), name=meta.get("name"))  # fmt: skip
         keys = set(_owner_pool_keys(event))
         keys.update(_key(p) for p in pools.store.by_index(name=INFRA_REF_INDEX, value=ref))
         return sorted(keys)
@@ -205,8 +154,8 @@ def setup_machinepool_controller(
             if not ref.get("controller"):
                 continue
             group = str(ref.get("apiVersion", "")).split("/")[0]
-            infra_ref = _ref_key(namespace=meta.get("namespace"), group=group,
-                                 kind=ref.get("kind"), name=ref.get("name"))  # fmt: skip
+            infra_ref = infra_ref_key(namespace=meta.get("namespace"), group=group,
+                                      kind=ref.get("kind"), name=ref.get("name"))  # fmt: skip
             keys.update(
                 _key(p) for p in pools.store.by_index(name=INFRA_REF_INDEX, value=infra_ref)
             )
@@ -217,13 +166,7 @@ def setup_machinepool_controller(
         for informer in infra_machine_informers.values():
             controller.watch(informer, infra_machine_to_pools)
     manager.add_controller(controller)
-    manager.add_runnable(name="workload clusters", run=workloads.run)
-    return MachinePoolController(controller=controller, reconciler=reconciler, workloads=workloads)
-
-
-def _key(obj: Obj) -> str:
-    meta = obj["metadata"]
-    return f"{meta['namespace']}/{meta['name']}"
+    return MachinePoolController(controller=controller, reconciler=reconciler)
 
 
 def _owner_pool_keys(event: InformerEvent) -> list[str]:
@@ -239,7 +182,7 @@ def _pools_for_node(pools: Informer, cluster: ClusterKey, node: Obj) -> list[str
     keys: set[str] = set()
     provider_id = (node.get("spec") or {}).get("providerID")
     if provider_id:
-        for pool in pools.store.by_index(name=PROVIDER_ID_INDEX, value=provider_id):
+        for pool in pools.store.by_index(name=POOL_PROVIDER_IDS_INDEX, value=provider_id):
             if pool["metadata"].get("namespace") == cluster.namespace:
                 keys.add(_key(pool))
     annotations = node.get("metadata", {}).get("annotations") or {}

@@ -9,63 +9,37 @@ owner they are by name: a pool that appears or is recreated decides which Machin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry
-
-from controller.api.kinds import CLUSTER, MACHINE, MACHINE_POOL, Kind
+from controller.api.kinds import Kind
 from controller.machines.reconciler import MachineReconciler
 from controller.runtime.controller import Controller
-from controller.runtime.events import EventRecorder
-from controller.runtime.informer import Informer, InformerEvent, Namespaces
-from controller.runtime.manager import Manager
-from controller.runtime.store import CONTROLLER_OWNER_INDEX, Obj, controller_owner_keys
+from controller.runtime.informer import Informer, InformerEvent
+from controller.shared import (
+    CLUSTER_INDEX,
+    CONTROLLER_OWNER_INDEX,
+    MACHINE_PROVIDER_ID_INDEX,
+    ControllerOptions,
+)
+from controller.shared import object_key as _key
 from controller.workload.clusters import ClusterKey, WorkloadClusters
-
-PROVIDER_ID_INDEX = "providerID"
-CLUSTER_INDEX = "cluster"
-
-
-def _machine_provider_id(obj: Obj) -> Iterable[str]:
-    provider_id = (obj.get("spec") or {}).get("providerID")
-    namespace = obj.get("metadata", {}).get("namespace")
-    return [f"{namespace}/{provider_id}"] if provider_id else []
-
-
-def _machine_cluster(obj: Obj) -> Iterable[str]:
-    name = (obj.get("spec") or {}).get("clusterName")
-    namespace = obj.get("metadata", {}).get("namespace")
-    return [f"{namespace}/{name}"] if name else []
-
-
-def _key(obj: Obj) -> str:
-    meta = obj["metadata"]
-    return f"{meta['namespace']}/{meta['name']}"
 
 
 def setup_machine_controller(
     *,
-    manager: Manager,
-    namespace: Namespaces,
+    options: ControllerOptions,
     workloads: WorkloadClusters,
     infra_machine_kinds: Sequence[Kind],
-    recorder: EventRecorder | None,
-    concurrency: int,
-    reconcile_timeout: float,
-    registry: CollectorRegistry,
-    watch_filter: str | None = None,
 ) -> Controller:
-    machines = manager.informer(MACHINE, namespace=namespace, label_selector=watch_filter)
-    machines.store.ensure_index(name=CONTROLLER_OWNER_INDEX, func=controller_owner_keys)
-    machines.store.ensure_index(name=PROVIDER_ID_INDEX, func=_machine_provider_id)
-    machines.store.ensure_index(name=CLUSTER_INDEX, func=_machine_cluster)
-    clusters = manager.informer(CLUSTER, namespace=namespace)
-    pools = manager.informer(MACHINE_POOL, namespace=namespace, label_selector=watch_filter)
+    """The Machine controller for the Machines of MachinePools whose infra machines are of
+    ``infra_machine_kinds``, on the connections of ``workloads`` (owned by the caller)."""
+    manager = options.manager
+    shared = options.informers
+    machines = shared.machines
+    clusters = shared.clusters
+    pools = shared.pools
     infra: dict[tuple[str, str], Informer] = {
-        (kind.group, kind.kind): manager.informer(
-            kind, namespace=namespace, label_selector=watch_filter
-        )
-        for kind in infra_machine_kinds
+        (kind.group, kind.kind): shared.infra_machines(kind) for kind in infra_machine_kinds
     }
     reconciler = MachineReconciler(
         kube=manager.kube,
@@ -74,14 +48,14 @@ def setup_machine_controller(
         clusters=clusters,
         workloads=workloads,
         infra_machines=infra,
-        recorder=recorder,
+        recorder=options.recorder,
     )
     controller = Controller(
         name="machine",
         reconciler=reconciler,
-        concurrency=concurrency,
-        reconcile_timeout=reconcile_timeout,
-        registry=registry,
+        concurrency=options.concurrency,
+        reconcile_timeout=options.reconcile_timeout,
+        registry=options.registry,
         urgency=manager.urgency,
     )
     controller.watch(machines, lambda e: [e.key])
@@ -104,7 +78,7 @@ def setup_machine_controller(
         if not provider_id:
             return
         for machine in machines.store.by_index(
-            name=PROVIDER_ID_INDEX, value=f"{cluster.namespace}/{provider_id}"
+            name=MACHINE_PROVIDER_ID_INDEX, value=f"{cluster.namespace}/{provider_id}"
         ):
             controller.enqueue(_key(machine), event=event, kind="Node")
 

@@ -132,7 +132,7 @@ class WorkloadClusters:
     def __init__(
         self,
         *,
-        on_node_event: NodeHandler,
+        on_node_event: NodeHandler | None = None,
         rest_metrics: RestMetrics | None = None,
         request_timeout: float = 10.0,
         inactivity_timeout: float = 70.0,
@@ -140,7 +140,7 @@ class WorkloadClusters:
         start_timeout: float = 10.0,
         allow_insecure: bool = False,
     ) -> None:
-        self._node_handlers: list[NodeHandler] = [on_node_event]
+        self._node_handlers: list[NodeHandler] = [on_node_event] if on_node_event else []
         self._rest_metrics = rest_metrics
         self._request_timeout = request_timeout
         self._inactivity_timeout = inactivity_timeout

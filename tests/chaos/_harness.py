@@ -30,10 +30,11 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import CLUSTER, MACHINE_POOL
-from controller.app import setup_controllers
+from controller.app import controller_options, setup_controllers
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.registry import CloudKind, KindRegistry
 from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, RestMetrics
 from controller.runtime.manager import Manager, ManagerOptions
 from controller.runtime.store import Obj
@@ -241,10 +242,13 @@ async def in_process(
             ),
         )
         setup_controllers(
-            manager=manager, namespace=namespace, pools=True,
-            providers=[(InMemoryPoolAdapter(), simulator)], recorder=None,
-            concurrency=concurrency, reconcile_timeout=reconcile_timeout,
-            busy_poll=0.5, steady_poll=3,
+            options=controller_options(
+                manager=manager, namespace=namespace, recorder=None, concurrency=concurrency,
+                reconcile_timeout=reconcile_timeout,
+            ),
+            kinds=KindRegistry([CloudKind(adapter=InMemoryPoolAdapter(), provider=simulator,
+                                          busy_poll=0.5, steady_poll=3)]),
+            pools=True,
         )  # fmt: skip
         shutdown = asyncio.Event()
         task = asyncio.create_task(manager.run(shutdown=shutdown), name="manager")

@@ -17,11 +17,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE_POOL
+from controller.app import controller_options, workload_clusters
+from controller.infrastructure.setup import setup_infrastructure_controller
 from controller.machinepool.setup import setup_machinepool_controller
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter, inmemory_group_name
 from controller.providers.inmemory.simulator import Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
-from controller.providers.setup import setup_infrastructure_controller
+from controller.providers.registry import CloudKind
 from controller.runtime.events import EventRecorder
 from controller.runtime.kube import NODES, ApiError, KubeClient
 from controller.runtime.manager import Manager, ManagerOptions
@@ -96,15 +98,21 @@ async def running(
             Simulator(registrar=registrar, seed=1) as simulator,
             EventRecorder(kube=kube) as recorder,
         ):
-            setup_machinepool_controller(
-                manager=manager, namespace=namespace, infra_kinds=[IN_MEMORY_MACHINE_POOL],
-                recorder=recorder, concurrency=4, reconcile_timeout=30, registry=registry,
+            options = controller_options(
+                manager=manager,
+                namespace=namespace,
+                recorder=recorder,
+                concurrency=4,
+                reconcile_timeout=30,
                 watch_filter=selector,
+            )
+            setup_machinepool_controller(
+                options=options, workloads=workload_clusters(options=options),
+                infra_kinds=[IN_MEMORY_MACHINE_POOL],
             )  # fmt: skip
             setup_infrastructure_controller(
-                manager=manager, namespace=namespace, adapter=InMemoryPoolAdapter(),
-                provider=simulator, recorder=recorder, concurrency=4, reconcile_timeout=30,
-                registry=registry, busy_poll=0.5, watch_filter=selector,
+                options=options,
+                cloud=CloudKind(adapter=InMemoryPoolAdapter(), provider=simulator, busy_poll=0.5),
             )  # fmt: skip
             shutdown = asyncio.Event()
             task = asyncio.create_task(manager.run(shutdown=shutdown))

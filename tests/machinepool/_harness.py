@@ -31,12 +31,13 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import CLUSTER, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
-from controller.app import setup_controllers
+from controller.app import controller_options, setup_controllers
 from controller.machinepool.reconciler import FINALIZER
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter, inmemory_group_name
 from controller.providers.inmemory.names import dns_label
 from controller.providers.inmemory.simulator import InstanceView, Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.registry import CloudKind, KindRegistry
 from controller.runtime.kube import (
     NAMESPACES,
     NODES,
@@ -353,9 +354,13 @@ async def world(
         ):
             the_world = World(kube=kube, namespace=namespace, simulator=simulator)
             setup_controllers(
-                manager=manager, namespace=namespace, pools=True,
-                providers=[(InMemoryPoolAdapter(), simulator)], recorder=None, concurrency=4,
-                reconcile_timeout=30, busy_poll=0.5,
+                options=controller_options(
+                    manager=manager, namespace=namespace, recorder=None, concurrency=4,
+                    reconcile_timeout=30,
+                ),
+                kinds=KindRegistry([CloudKind(adapter=InMemoryPoolAdapter(), provider=simulator,
+                                              busy_poll=0.5)]),
+                pools=True,
             )  # fmt: skip
             shutdown = asyncio.Event()
             task = asyncio.create_task(manager.run(shutdown=shutdown))

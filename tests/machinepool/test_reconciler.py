@@ -17,6 +17,7 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import CLUSTER, IN_MEMORY_MACHINE_POOL, MACHINE_POOL
+from controller.app import controller_options, workload_clusters
 from controller.machinepool.setup import setup_machinepool_controller
 from controller.runtime.events import EventRecorder
 from controller.runtime.kube import (
@@ -192,14 +193,17 @@ async def env(
         ),
     )
     async with EventRecorder(kube=kube, series_patch_interval=0.2) as recorder:
-        setup_machinepool_controller(
+        options = controller_options(
             manager=manager,
             namespace=namespace,
-            infra_kinds=[IN_MEMORY_MACHINE_POOL],
             recorder=recorder,
             concurrency=4,
             reconcile_timeout=30,
-            registry=registry,
+        )
+        setup_machinepool_controller(
+            options=options,
+            workloads=workload_clusters(options=options),
+            infra_kinds=[IN_MEMORY_MACHINE_POOL],
         )
         shutdown = asyncio.Event()
         task = asyncio.create_task(manager.run(shutdown=shutdown))

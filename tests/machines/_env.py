@@ -26,11 +26,12 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, MACHINE, MACHINE_POOL
-from controller.app import setup_controllers
+from controller.app import controller_options, setup_controllers
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter, inmemory_group_name
 from controller.providers.inmemory.nodes import NodeRegistrar
 from controller.providers.inmemory.simulator import InstanceView, Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
+from controller.providers.registry import CloudKind, KindRegistry
 from controller.runtime.events import EventRecorder
 from controller.runtime.kube import NODES, PODS, ApiError, KubeClient, Resource, RestMetrics
 from controller.runtime.manager import Manager, ManagerOptions
@@ -213,9 +214,13 @@ async def running_product(
             else None
         )
         setup_controllers(
-            manager=manager, namespace=namespace, pools=True,
-            providers=[(InMemoryPoolAdapter(), simulator)], recorder=recorder, concurrency=4,
-            reconcile_timeout=30, busy_poll=0.5, steady_poll=3,
+            options=controller_options(
+                manager=manager, namespace=namespace, recorder=recorder, concurrency=4,
+                reconcile_timeout=30,
+            ),
+            kinds=KindRegistry([CloudKind(adapter=InMemoryPoolAdapter(), provider=simulator,
+                                          busy_poll=0.5, steady_poll=3)]),
+            pools=True,
         )  # fmt: skip
         shutdown = asyncio.Event()
         task = asyncio.create_task(manager.run(shutdown=shutdown))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +24,15 @@ from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import IN_MEMORY_MACHINE_POOL, MACHINE_POOL
 from controller.api.labels import WATCH_FILTER_LABEL
+from controller.app import controller_options, workload_clusters
+from controller.infrastructure.setup import setup_infrastructure_controller
 from controller.machinepool.setup import setup_machinepool_controller
 from controller.providers.base import GroupSpec
 from controller.providers.inmemory.adapter import MAX_GROUP_NAME, InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import GroupView, Simulator
 from controller.providers.inmemory.workload import KubeNodeRegistrar
 from controller.providers.naming import group_name
-from controller.providers.setup import setup_infrastructure_controller
+from controller.providers.registry import CloudKind
 from controller.runtime.events import EventRecorder
 from controller.runtime.kube import EVENTS, NAMESPACES, NODES, ApiError, KubeClient, RestMetrics
 from controller.runtime.manager import Manager, ManagerOptions
@@ -96,15 +99,22 @@ async def env(
         Simulator(registrar=registrar, seed=7) as simulator,
         EventRecorder(kube=kube, series_patch_interval=0.2) as recorder,
     ):
-        setup_machinepool_controller(
-            manager=manager, namespace=None, infra_kinds=[IN_MEMORY_MACHINE_POOL],
-            recorder=None, concurrency=4, reconcile_timeout=30, registry=registry,
+        options = controller_options(
+            manager=manager,
+            namespace=None,
+            recorder=None,
+            concurrency=4,
+            reconcile_timeout=30,
             watch_filter=watch_filter,
+        )
+        setup_machinepool_controller(
+            options=options, workloads=workload_clusters(options=options),
+            infra_kinds=[IN_MEMORY_MACHINE_POOL],
         )  # fmt: skip
         setup_infrastructure_controller(
-            manager=manager, namespace=None, adapter=InMemoryPoolAdapter(), provider=simulator,
-            recorder=recorder, concurrency=4, reconcile_timeout=30, registry=registry,
-            busy_poll=0.5, steady_poll=3, watch_filter=watch_filter,
+            options=dataclasses.replace(options, recorder=recorder),
+            cloud=CloudKind(adapter=InMemoryPoolAdapter(), provider=simulator, busy_poll=0.5,
+                            steady_poll=3),
         )  # fmt: skip
         shutdown = asyncio.Event()
         task = asyncio.create_task(manager.run(shutdown=shutdown))

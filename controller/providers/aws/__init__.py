@@ -8,6 +8,9 @@
   data changed, old versions pruned;
 - :mod:`~controller.providers.aws.provider` — the
   :class:`~controller.providers.base.InstanceGroupProvider` for Auto Scaling groups;
-- :mod:`~controller.providers.aws.adapter` — ``AWSMachinePool`` → ``GroupSpec``;
-- :mod:`~controller.providers.aws.setup` — wiring into a manager.
+- :mod:`~controller.providers.aws.adapter` — ``AWSMachinePool`` → ``GroupSpec``.
+
+``app.py`` registers the adapter and provider as one kind of the registry
+(:mod:`controller.providers.registry`); the generic infrastructure controller
+(:mod:`controller.infrastructure.setup`) reconciles it.
 """

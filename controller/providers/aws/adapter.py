@@ -17,10 +17,11 @@ the core reconciler fills from a ``configRef``), read from the shared cache of S
 labelled ``cluster.x-k8s.io/cluster-name`` (bootstrap providers label their data Secrets
 so). A missing Secret is a :class:`~controller.providers.base.PermanentError` with code
 ``BootstrapDataNotFound``: the reconciler shows it in the ``Ready`` condition, and the
-Secret's arrival re-queues the pool (:mod:`controller.providers.aws.setup`).
+Secret's arrival re-queues the pool (``watches_bootstrap_data``;
+:mod:`controller.infrastructure.setup`).
 
 :meth:`AwsPoolAdapter.status_fields` adds ``status.launchTemplateID`` and
-``launchTemplateVersion`` (the generic reconciler calls it when an adapter has it).
+``launchTemplateVersion`` (an optional hook of the adapter protocol).
 
 Tags (on the group, the launch template, instances and volumes): the cluster ownership tags
 ``sigs.k8s.io/cluster-api-provider-aws/cluster/<cluster>=owned`` and
@@ -55,6 +56,7 @@ import re
 from typing import Any
 
 from controller.api.kinds import AWS_MACHINE, AWS_MACHINE_POOL, Kind
+from controller.providers.adapter import PoolAdapterDefaults
 from controller.providers.aws.launchtemplate import LaunchTemplates
 from controller.providers.aws.provider import PROCESSES
 from controller.providers.base import GroupSpec, GroupStatus, PermanentError
@@ -123,13 +125,15 @@ def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
 
 
-class AwsPoolAdapter:
-    """:class:`~controller.providers.reconciler.PoolAdapter` for ``AWSMachinePool``."""
+class AwsPoolAdapter(PoolAdapterDefaults):
+    """:class:`~controller.providers.adapter.PoolAdapter` for ``AWSMachinePool``."""
 
     kind: Kind = AWS_MACHINE_POOL
     #: The per-instance kind (``status.infrastructureMachineKind``).
     machine_kind: Kind = AWS_MACHINE
     finalizer: str = "awsmachinepool.infrastructure.cluster.x-k8s.io"
+    #: ``group_spec`` reads the bootstrap data Secret (the user data).
+    watches_bootstrap_data = True
 
     def __init__(
         self, *, secrets: Informer | None = None, templates: LaunchTemplates | None = None

@@ -367,12 +367,6 @@ class AwsProvider:
         self._refresh_wanted.pop(name, None)
         self._shape_sent.pop(name, None)
 
-    # ------------------------------------------------------------ AWS-only reads
-
-    def instance_details(self, instance_id: str) -> Ec2Instance | None:
-        """Launch time, addresses and tags of an instance seen in a group (memory only)."""
-        return self.details.known(instance_id)
-
     # ------------------------------------------------------------ steps
 
     def _placement(self, spec: GroupSpec) -> Obj:

@@ -9,7 +9,7 @@ pool's ``spec.template`` plus the Kubernetes version of the owning MachinePool (
 simulated kubelets report); its template version is ``template.version`` when given, else a
 short hash of the template, so any change to the template is a new version.
 ``template.instanceType`` names one of :data:`INSTANCE_TYPES`, whose capacity is published
-for cluster-autoscaler's scale from zero (:mod:`controller.providers.capacity`); other names
+for cluster-autoscaler's scale from zero (:mod:`controller.infrastructure.capacity`); other names
 publish nothing.
 """
 
@@ -20,8 +20,8 @@ import json
 from typing import Any
 
 from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, Kind
+from controller.providers.adapter import NodeCapacity, PoolAdapterDefaults
 from controller.providers.base import GroupSpec
-from controller.providers.capacity import NodeCapacity
 from controller.providers.naming import group_name, pool_owner_tags, recorded_group_name
 
 Obj = dict[str, Any]
@@ -50,8 +50,8 @@ def inmemory_group_name(*, namespace: str, name: str) -> str:
     return group_name(namespace=namespace, name=name, max_length=MAX_GROUP_NAME)
 
 
-class InMemoryPoolAdapter:
-    """:class:`~controller.providers.reconciler.PoolAdapter` for ``InMemoryMachinePool``."""
+class InMemoryPoolAdapter(PoolAdapterDefaults):
+    """:class:`~controller.providers.adapter.PoolAdapter` for ``InMemoryMachinePool``."""
 
     kind: Kind = IN_MEMORY_MACHINE_POOL
     machine_kind: Kind = IN_MEMORY_MACHINE

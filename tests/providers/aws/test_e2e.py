@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,14 +27,15 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import AWS_MACHINE, AWS_MACHINE_POOL, MACHINE, MACHINE_POOL, Kind
-from controller.app import setup_controllers
+from controller.app import controller_options, setup_controllers
+from controller.infrastructure.setup import setup_infrastructure_controller
 from controller.providers.aws.adapter import LAST_APPLIED_TAGS_ANNOTATION, AwsPoolAdapter
 from controller.providers.aws.client import AwsApi
 from controller.providers.aws.emulator import FaultProxy, Faults
 from controller.providers.aws.provider import AwsProvider
-from controller.providers.aws.setup import setup_aws_controller
 from controller.providers.inmemory.nodes import NodeRegistration, node_object, node_status
 from controller.providers.naming import group_name
+from controller.providers.registry import CloudKind, KindRegistry
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import InformerEvent
 from controller.runtime.kube import NODES, SECRETS, ApiError, KubeClient, RestMetrics
@@ -251,16 +253,22 @@ async def _controllers(
     ):
         # The product's composition (MachinePool and Machine controllers knowing the AWS
         # kinds), and the AWS infrastructure controller as `run --controllers ...,aws` wires it.
-        setup_controllers(
-            manager=manager, namespace=namespace, pools=True,
-            providers=[(AwsPoolAdapter(), None)], recorder=None, concurrency=4,
+        options = controller_options(
+            manager=manager,
+            namespace=namespace,
+            recorder=None,
+            concurrency=4,
             reconcile_timeout=30,
-        )  # fmt: skip
-        setup_aws_controller(
-            manager=manager, namespace=namespace, provider=provider, recorder=recorder,
-            concurrency=4, reconcile_timeout=30, registry=registry, busy_poll=0.5,
-            steady_poll=2.0,
-        )  # fmt: skip
+        )
+        adapter = AwsPoolAdapter(secrets=options.informers.secrets, templates=provider.templates)
+        setup_controllers(
+            options=options, kinds=KindRegistry([CloudKind(adapter=adapter)]), pools=True
+        )
+        # The infrastructure controller records Events (the core, above, does not).
+        setup_infrastructure_controller(
+            options=dataclasses.replace(options, recorder=recorder),
+            cloud=CloudKind(adapter=adapter, provider=provider, busy_poll=0.5, steady_poll=2.0),
+        )
         environment = Env(
             kube=kube, namespace=namespace, provider=provider, proxy=proxy, nodes=nodes
         )

@@ -355,7 +355,7 @@ def test_run_flags_for_aws() -> None:
     assert (options.aws_region, options.aws_poll_interval) == ("eu-west-1", 30.0)
     assert RunOptions.from_args(parser.parse_args(["run"])).controllers == (
         "machinepool",
-        "infrastructure",
+        "inmemory",
     )
     args = parser.parse_args(["run", "--controllers", "aws"])
     saved = os.environ.pop("AWS_REGION", None)

@@ -1,4 +1,4 @@
-"""Scale and rollout planning (controller.providers.scaling): examples and properties."""
+"""Scale and rollout planning (controller.infrastructure.scaling): examples and properties."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.providers.base import Instance, InstanceState
-from controller.providers.scaling import (
+from controller.infrastructure.scaling import (
     Member,
     Rollout,
     plan_scaling,
     removal_order,
     resolve_rollout,
 )
+from controller.providers.base import Instance, InstanceState
 
 
 def _instance(

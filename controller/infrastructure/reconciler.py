@@ -16,12 +16,13 @@ For one infra pool (an InMemoryMachinePool, an AWSMachinePool, ...) it:
    tenant's ``replicas: 2147483647`` never reaches the cloud. Nothing is launched or
    deleted for a refused pool (a group already bigger is left as it is);
 4. records the group's name in ``status.groupName`` before the first cloud call (the
-   adapter reuses a recorded name for the object's life; :mod:`.naming`), then
+   adapter reuses a recorded name for the object's life;
+   :mod:`controller.providers.naming`), then
    makes sure the group exists with the wanted shape (:meth:`ensure_group`; an adapter with
    ``remembered_annotations`` records on the infra pool what that call applies, before it
    and again after it succeeded, so the record survives restarts: AWS keeps its
    last-applied tags there to remove the ones dropped from the spec) and keeps one
-   infra machine per instance (:mod:`.machines`; the core controller makes a Machine for
+   infra machine per instance (:mod:`.infra_machines`; the core controller makes a Machine for
    each), then follows :func:`.scaling.plan_scaling`: launches by raising the capacity with
    ``set_capacity``; removes the instances it picks (``cluster.x-k8s.io/delete-machine``
    first, then the delete policy: ``Oldest`` by default, ``Newest``, ``Random``) by deleting
@@ -55,11 +56,11 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import structlog
 
-from controller.api.kinds import MACHINE, MACHINE_POOL, Kind
+from controller.api.kinds import MACHINE, MACHINE_POOL
 from controller.api.labels import (
     CLUSTER_NAME_LABEL,
     DELETE_REASON_ANNOTATION,
@@ -67,25 +68,25 @@ from controller.api.labels import (
     REPLICAS_MANAGED_BY_ANNOTATION,
     machine_name,
 )
-from controller.providers.base import (
-    GroupOwnedByOthersError,
-    GroupSpec,
-    GroupStatus,
-    InstanceGroupProvider,
-    PermanentError,
-    ProviderError,
-    RetryableError,
-)
-from controller.providers.capacity import publish_capacity
-from controller.providers.machines import InfraMachines
-from controller.providers.naming import GROUP_NAME_FIELD
-from controller.providers.scaling import (
+from controller.infrastructure.capacity import publish_capacity
+from controller.infrastructure.infra_machines import InfraMachines
+from controller.infrastructure.scaling import (
     Member,
     Plan,
     Rollout,
     plan_scaling,
     resolve_rollout,
 )
+from controller.providers.adapter import PoolAdapter
+from controller.providers.base import (
+    GroupOwnedByOthersError,
+    GroupStatus,
+    InstanceGroupProvider,
+    PermanentError,
+    ProviderError,
+    RetryableError,
+)
+from controller.providers.naming import GROUP_NAME_FIELD
 from controller.runtime import conditions
 from controller.runtime.conditions import Cond
 from controller.runtime.controller import ReconcileError, Result
@@ -109,38 +110,6 @@ _log = structlog.get_logger(__name__)
 Obj = dict[str, Any]
 
 
-class PoolAdapter(Protocol):
-    """What differs per infra kind: how its spec becomes a :class:`GroupSpec`."""
-
-    kind: Kind
-    finalizer: str
-
-    @property
-    def machine_kind(self) -> Kind | None:
-        """The per-instance infra machine kind (``status.infrastructureMachineKind``), or
-        ``None`` when the provider makes no infra machines."""
-        ...
-
-    def group_name(self, *, infra: Obj) -> str:
-        """The cloud group's name: stable for the object's life, unique in the account."""
-        ...
-
-    def owner_tags(self, *, infra: Obj, cluster: str | None) -> dict[str, str]:
-        """The tags proving a group is this pool's (``cluster`` when known)."""
-        ...
-
-    def group_spec(self, *, infra: Obj, pool: Obj) -> GroupSpec: ...
-
-    def delete_policy(self, *, infra: Obj) -> str: ...
-
-    def size_bounds(self, *, infra: Obj) -> tuple[int, int | None]: ...
-
-    def rolling_update(self, *, infra: Obj) -> tuple[int | str | None, int | str | None] | None:
-        """``(maxSurge, maxUnavailable)`` when out-of-date instances are to be replaced,
-        ``None`` to leave them alone."""
-        ...
-
-
 def _owner_pool_name(infra: Obj) -> str | None:
     for ref in infra["metadata"].get("ownerReferences") or []:
         if ref.get("kind") == MACHINE_POOL.kind and ref.get("controller"):
@@ -161,7 +130,7 @@ class InfraPoolReconciler:
         pools: Informer,
         clusters: Informer,
         recorder: EventRecorder | None = None,
-        machines: InfraMachines | None = None,
+        infra_machines: InfraMachines | None = None,
         busy_poll: float = 2.0,
         steady_poll: float = 60.0,
         max_replicas: int = DEFAULT_MAX_REPLICAS,
@@ -176,7 +145,7 @@ class InfraPoolReconciler:
         self.pools = pools
         self.clusters = clusters
         self.recorder = recorder
-        self.machines = machines
+        self.infra_machines = infra_machines
         self.busy_poll = busy_poll
         self.steady_poll = steady_poll
         self.max_replicas = max_replicas
@@ -208,8 +177,8 @@ class InfraPoolReconciler:
                 self._event(infra, "Warning", exc.code, f"{exc.message}; left in place")
             except RetryableError as exc:
                 return self._retry(exc)
-            if self.machines is not None:
-                await self.machines.release_all(infra=infra)
+            if self.infra_machines is not None:
+                await self.infra_machines.release_all(infra=infra)
             await remove_finalizer(
                 kube=self.kube, resource=kind, obj=infra, finalizer=self.adapter.finalizer
             )
@@ -254,7 +223,7 @@ class InfraPoolReconciler:
                 spec=self.adapter.group_spec(infra=infra, pool=pool)
             )
             await self._remember(infra, applied=True)
-            if self.machines is not None and await self.machines.sync(
+            if self.infra_machines is not None and await self.infra_machines.sync(
                 infra=infra, pool=pool, group=group, provider=self.provider, min_size=low
             ):
                 group = await self.provider.describe_group(name=group.name)
@@ -301,15 +270,12 @@ class InfraPoolReconciler:
             }
             for i in instances
         ]
-        # Optional adapter hook: provider-specific status fields (AWS: the launch template).
-        status_fields = getattr(self.adapter, "status_fields", None)
-        if status_fields is not None:
-            status.update(status_fields(infra=infra, group=group))
+        # Provider-specific status fields (AWS: the launch template; none by default).
+        status.update(self.adapter.status_fields(infra=infra, group=group))
         self._set_ready(status, infra, True, "Ready", "")
         await self._write(infra, status=status, spec_patch=spec_patch)
         if external_size:
             await self._follow_group_size(pool, group=group, live=len(instances))
-        status["outdatedReplicas"] = plan.outdated
         converged = (
             all(i.state == "running" for i in instances)
             and (external_size or (plan.members == desired and not plan.outdated))
@@ -324,9 +290,9 @@ class InfraPoolReconciler:
         self._removing = {
             iid: when for iid, when in self._removing.items() if now - when < EXPECTATION_TTL
         }
-        if self.machines is not None:
-            members = self.machines.members(infra=infra, group=group)
-            hold = bool(self.machines.unaccounted_deletions(infra=infra))
+        if self.infra_machines is not None:
+            members = self.infra_machines.members(infra=infra, group=group)
+            hold = bool(self.infra_machines.unaccounted_deletions(infra=infra))
         else:
             members = [Member(instance=i, ready=i.state == "running") for i in group.instances]
             hold = False
@@ -361,8 +327,8 @@ class InfraPoolReconciler:
         for removal in plan.removals:
             instance = removal.instance
             machine = None
-            if self.machines is not None:
-                machine = self.machines.machine(
+            if self.infra_machines is not None:
+                machine = self.infra_machines.machine(
                     namespace=namespace,
                     name=machine_name(pool=str(infra["metadata"]["name"]),
                                       instance_id=instance.instance_id),
@@ -398,13 +364,12 @@ class InfraPoolReconciler:
         )  # fmt: skip
 
     async def _remember(self, infra: Obj, *, applied: bool) -> None:
-        """Optional adapter hook: annotations that record on the infra pool what
-        ``ensure_group`` applies (AWS: the last-applied tags), written before the call
-        (``applied=False``) and after it succeeded (``applied=True``), only when they differ."""
-        hook = getattr(self.adapter, "remembered_annotations", None)
-        if hook is None:
+        """The adapter's remembered annotations (AWS: the last-applied tags; none by
+        default), written before ``ensure_group`` (``applied=False``) and after it
+        succeeded (``applied=True``), only when they differ."""
+        wanted = self.adapter.remembered_annotations(infra=infra, applied=applied)
+        if not wanted:
             return
-        wanted: dict[str, str] = hook(infra=infra, applied=applied)
         meta = infra["metadata"]
         annotations = meta["annotations"] = dict(meta.get("annotations") or {})
         changed = {k: v for k, v in wanted.items() if annotations.get(k) != v}
@@ -487,4 +452,4 @@ class InfraPoolReconciler:
             self.recorder.event(infra, type=type_, reason=reason, message=message)
 
 
-__all__ = ["DEFAULT_MAX_REPLICAS", "InfraPoolReconciler", "PoolAdapter"]
+__all__ = ["DEFAULT_MAX_REPLICAS", "InfraPoolReconciler"]

@@ -41,8 +41,8 @@ from controller.api.labels import (
     machine_name,
     pool_label_value,
 )
+from controller.infrastructure.scaling import Member
 from controller.providers.base import GroupStatus, Instance, InstanceGroupProvider
-from controller.providers.scaling import Member
 from controller.runtime import conditions
 from controller.runtime.conditions import Cond
 from controller.runtime.finalizers import remove_finalizer
