@@ -65,7 +65,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -84,10 +83,9 @@ from controller.runtime.kube import NAMESPACES, SECRETS, KubeClient, RestMetrics
 from controller.runtime.logging import configure_logging
 from controller.runtime.manager import Manager, ManagerOptions
 from controller.runtime.metrics import REGISTRY
+from controller.runtime.store import Obj
 from controller.testing import ControlPlane
 from controller.testing.scenario import FAST_TEMPLATE, create_inmemory_pool
-
-Obj = dict[str, Any]
 
 NAMESPACE = "bench"
 CLUSTER_NAME = "c1"

@@ -91,13 +91,12 @@ from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import NAMESPACES, NODES, SECRETS, KubeClient, RestMetrics
 from controller.runtime.logging import configure_logging
 from controller.runtime.manager import Manager, ManagerOptions
-from controller.runtime.store import Store
+from controller.runtime.store import Obj, Store
 from controller.testing import ControlPlane
 from controller.testing.scenario import FAST_TEMPLATE, create_inmemory_pool
 from controller.testing.waiting import until
 from controller.workload.clusters import WorkloadClusters
 
-Obj = dict[str, Any]
 _T = TypeVar("_T")
 
 NAMESPACE = "scale"

@@ -149,6 +149,7 @@ def setup_machinepool_controller(
         on_node_event=on_node,
         rest_metrics=rest_metrics_for(registry),
         allow_insecure=allow_insecure_kubeconfigs,
+        on_write=kube.on_write,
     )
     secrets.add_handler(workloads.handle_secret_event)
     clusters.add_handler(workloads.handle_cluster_event)  # only an existing Cluster's Secret

@@ -53,6 +53,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.runtime.kube import NODES, PODS, ApiError, KubeClient, resource_path
+from controller.runtime.store import Obj
 
 __all__ = [
     "DAEMONSET_KIND",
@@ -76,8 +77,6 @@ UNREACHABLE_SKIP_AFTER = timedelta(seconds=1)
 _PAGE_SIZE = 500
 _DISRUPTION_BUDGET_CAUSE = "DisruptionBudget"
 _NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
-
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from controller.api.kinds import Kind
 from controller.runtime.kube import KubeClient
+from controller.runtime.store import Obj
 
 __all__ = [
     "CAPACITY_ANNOTATION_PREFIX",
@@ -38,7 +39,6 @@ __all__ = [
     "publish_capacity",
 ]
 
-Obj = dict[str, Any]
 
 CAPACITY_ANNOTATION_PREFIX = "capacity.cluster-autoscaler.kubernetes.io/"
 

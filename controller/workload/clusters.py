@@ -45,6 +45,7 @@ from controller.runtime.kube import (
     KubeClient,
     Resource,
     RestMetrics,
+    WriteHook,
 )
 from controller.runtime.kubeconfig import (
     KUBECONFIG_SECRET_TYPE,
@@ -139,8 +140,12 @@ class WorkloadClusters:
         backoff_initial: float = 0.8,
         start_timeout: float = 10.0,
         allow_insecure: bool = False,
+        on_write: WriteHook | None = None,
     ) -> None:
+        """``on_write``: the write hook of each workload cluster's client (give the
+        management client's, so writes to workload clusters count as it does)."""
         self._node_handlers: list[NodeHandler] = [on_node_event]
+        self._on_write = on_write
         self._rest_metrics = rest_metrics
         self._request_timeout = request_timeout
         self._inactivity_timeout = inactivity_timeout
@@ -320,6 +325,7 @@ class WorkloadClusters:
             metrics=self._rest_metrics,
             metrics_host=WORKLOAD_HOST,  # the address is the tenant's: not a label value
             request_timeout=self._request_timeout,
+            on_write=self._on_write,
         )
         nodes = Informer(
             kube=kube,

@@ -60,13 +60,13 @@ from controller.providers.aws.provider import PROCESSES
 from controller.providers.base import GroupSpec, GroupStatus, PermanentError
 from controller.providers.naming import pool_owner_tags, recorded_group_name
 from controller.runtime.informer import Informer
+from controller.runtime.store import Obj
 
 __all__ = ["LAST_APPLIED_TAGS_ANNOTATION", "AwsPoolAdapter", "parse_duration_seconds"]
 
 #: CAPA's record of the ``additionalTags`` it applied to the group (a JSON object).
 LAST_APPLIED_TAGS_ANNOTATION = "sigs.k8s.io/cluster-api-provider-aws-last-applied-tags"
 
-Obj = dict[str, Any]
 
 #: Launch template names are at most 128 characters (Auto Scaling groups 255); both share it.
 _MAX_NAME = 128

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, Kind
 from controller.providers.base import GroupSpec
 from controller.providers.capacity import NodeCapacity
 from controller.providers.naming import group_name, pool_owner_tags, recorded_group_name
-
-Obj = dict[str, Any]
+from controller.runtime.store import Obj
 
 DEFAULT_KUBERNETES_VERSION = "v1.35.4"
 #: The simulator's group names are at most 255 characters.
