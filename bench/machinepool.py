@@ -73,6 +73,7 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.api.kinds import CLUSTER, MACHINE_POOL
+from controller.api.labels import CLUSTER_NAME_LABEL
 from controller.app import setup_controllers
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import Simulator
@@ -89,7 +90,6 @@ from controller.testing.scenario import FAST_TEMPLATE, create_inmemory_pool
 
 NAMESPACE = "bench"
 CLUSTER_NAME = "c1"
-CLUSTER_LABEL = "cluster.x-k8s.io/cluster-name"
 MEASURED = "measured"
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 VERBS = ("GET", *WRITES)
@@ -282,13 +282,13 @@ async def _create_cluster(
         body={
             "metadata": {
                 "name": f"{CLUSTER_NAME}-kubeconfig",
-                "labels": {CLUSTER_LABEL: CLUSTER_NAME},
+                "labels": {CLUSTER_NAME_LABEL: CLUSTER_NAME},
             },
             "type": "cluster.x-k8s.io/secret",
             "stringData": {"value": yaml.safe_dump(kubeconfig)},
         },
     )
-    labels = {CLUSTER_LABEL: CLUSTER_NAME} if labelled else {}
+    labels = {CLUSTER_NAME_LABEL: CLUSTER_NAME} if labelled else {}
     await kube.create(
         SECRETS,
         namespace=NAMESPACE,

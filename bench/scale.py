@@ -82,6 +82,7 @@ from controller.api.kinds import (
     MACHINE,
     MACHINE_POOL,
 )
+from controller.api.labels import CLUSTER_NAME_LABEL
 from controller.app import setup_controllers
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import Simulator
@@ -102,7 +103,6 @@ _T = TypeVar("_T")
 NAMESPACE = "scale"
 FLOOR_NAMESPACE = "floor"
 CLUSTER_NAME = "c1"
-CLUSTER_LABEL = "cluster.x-k8s.io/cluster-name"
 PROBE = "probe"
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 READS = ("GET", "LIST", "WATCH")
@@ -296,7 +296,7 @@ async def _create_cluster(
     kubeconfig = cp.kubeconfig()
     for entry in kubeconfig["clusters"]:
         entry["cluster"]["server"] = server
-    labels = {CLUSTER_LABEL: CLUSTER_NAME}
+    labels = {CLUSTER_NAME_LABEL: CLUSTER_NAME}
     await kube.create(
         SECRETS, namespace=namespace,
         body={"metadata": {"name": f"{CLUSTER_NAME}-kubeconfig", "labels": labels},

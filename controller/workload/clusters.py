@@ -37,6 +37,7 @@ from typing import NamedTuple
 import structlog
 from kubernetes_asyncio import client
 
+from controller.api.labels import CLUSTER_NAME_LABEL
 from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import (
     NODES,
@@ -56,7 +57,6 @@ from controller.runtime.kubeconfig import (
 )
 from controller.runtime.store import Obj, by_provider_id
 
-CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
 KUBECONFIG_SUFFIX = "-kubeconfig"
 PROVIDER_ID_INDEX = "providerID"
 OWNER_INDEX = "owner"

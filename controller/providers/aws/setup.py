@@ -15,6 +15,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from controller.api.kinds import MACHINE_POOL
+from controller.api.labels import CLUSTER_NAME_LABEL as BOOTSTRAP_SECRET_LABEL
 from controller.providers.aws.adapter import AwsPoolAdapter
 from controller.providers.aws.provider import AwsProvider
 from controller.providers.setup import setup_infrastructure_controller
@@ -25,8 +26,6 @@ from controller.runtime.kube import SECRETS
 from controller.runtime.manager import Manager
 
 __all__ = ["BOOTSTRAP_SECRET_LABEL", "setup_aws_controller"]
-
-BOOTSTRAP_SECRET_LABEL = "cluster.x-k8s.io/cluster-name"
 
 
 def setup_aws_controller(
