@@ -21,10 +21,10 @@ import json
 from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, Kind
 from controller.providers.base import GroupSpec
 from controller.providers.capacity import NodeCapacity
+from controller.providers.inmemory.template import DEFAULT_KUBERNETES_VERSION
 from controller.providers.naming import group_name, pool_owner_tags, recorded_group_name
 from controller.runtime.store import Obj
 
-DEFAULT_KUBERNETES_VERSION = "v1.35.4"
 #: The simulator's group names are at most 255 characters.
 MAX_GROUP_NAME = 255
 #: Ownership tag naming the pool's Cluster API Cluster.
