@@ -81,7 +81,7 @@ def test_no_module_imports_itself_through_others() -> None:
     circles = []
     for start in sorted(graph):
         seen: set[str] = set()
-        stack = [(start, (start,))]
+        stack: list[tuple[str, tuple[str, ...]]] = [(start, (start,))]
         while stack:
             module, path = stack.pop()
             for imported in sorted(graph[module]):
