@@ -65,7 +65,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -74,6 +73,7 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.api.kinds import CLUSTER, MACHINE_POOL
+from controller.api.labels import CLUSTER_NAME_LABEL
 from controller.app import controller_options, setup_controllers
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import Simulator
@@ -85,14 +85,12 @@ from controller.runtime.kube import NAMESPACES, SECRETS, KubeClient, RestMetrics
 from controller.runtime.logging import configure_logging
 from controller.runtime.manager import Manager, ManagerOptions
 from controller.runtime.metrics import REGISTRY
+from controller.runtime.store import Obj
 from controller.testing import ControlPlane
 from controller.testing.scenario import FAST_TEMPLATE, create_inmemory_pool
 
-Obj = dict[str, Any]
-
 NAMESPACE = "bench"
 CLUSTER_NAME = "c1"
-CLUSTER_LABEL = "cluster.x-k8s.io/cluster-name"
 MEASURED = "measured"
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 VERBS = ("GET", *WRITES)
@@ -285,13 +283,13 @@ async def _create_cluster(
         body={
             "metadata": {
                 "name": f"{CLUSTER_NAME}-kubeconfig",
-                "labels": {CLUSTER_LABEL: CLUSTER_NAME},
+                "labels": {CLUSTER_NAME_LABEL: CLUSTER_NAME},
             },
             "type": "cluster.x-k8s.io/secret",
             "stringData": {"value": yaml.safe_dump(kubeconfig)},
         },
     )
-    labels = {CLUSTER_LABEL: CLUSTER_NAME} if labelled else {}
+    labels = {CLUSTER_NAME_LABEL: CLUSTER_NAME} if labelled else {}
     await kube.create(
         SECRETS,
         namespace=NAMESPACE,

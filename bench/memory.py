@@ -24,11 +24,8 @@ import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
 
-from controller.runtime.store import Store
-
-Obj = dict[str, Any]
+from controller.runtime.store import Obj, Store
 
 _SMALL_INTS = range(-5, 257)
 

@@ -82,6 +82,7 @@ from controller.api.kinds import (
     MACHINE,
     MACHINE_POOL,
 )
+from controller.api.labels import CLUSTER_NAME_LABEL
 from controller.app import controller_options, setup_controllers
 from controller.providers.inmemory.adapter import InMemoryPoolAdapter
 from controller.providers.inmemory.simulator import Simulator
@@ -92,19 +93,17 @@ from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import NAMESPACES, NODES, SECRETS, KubeClient, RestMetrics
 from controller.runtime.logging import configure_logging
 from controller.runtime.manager import Manager, ManagerOptions
-from controller.runtime.store import Store
+from controller.runtime.store import Obj, Store
 from controller.testing import ControlPlane
 from controller.testing.scenario import FAST_TEMPLATE, create_inmemory_pool
 from controller.testing.waiting import until
 from controller.workload.clusters import WorkloadClusters
 
-Obj = dict[str, Any]
 _T = TypeVar("_T")
 
 NAMESPACE = "scale"
 FLOOR_NAMESPACE = "floor"
 CLUSTER_NAME = "c1"
-CLUSTER_LABEL = "cluster.x-k8s.io/cluster-name"
 PROBE = "probe"
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 READS = ("GET", "LIST", "WATCH")
@@ -298,7 +297,7 @@ async def _create_cluster(
     kubeconfig = cp.kubeconfig()
     for entry in kubeconfig["clusters"]:
         entry["cluster"]["server"] = server
-    labels = {CLUSTER_LABEL: CLUSTER_NAME}
+    labels = {CLUSTER_NAME_LABEL: CLUSTER_NAME}
     await kube.create(
         SECRETS, namespace=namespace,
         body={"metadata": {"name": f"{CLUSTER_NAME}-kubeconfig", "labels": labels},

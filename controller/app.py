@@ -239,6 +239,8 @@ def workload_clusters(
     workloads = WorkloadClusters(
         rest_metrics=rest_metrics_for(options.registry),
         allow_insecure=allow_insecure_kubeconfigs,
+        # Writes to workload clusters count for the work priority as the manager's own do.
+        on_write=options.manager.kube.on_write,
     )
     options.informers.secrets.add_handler(workloads.handle_secret_event)
     # Only an existing Cluster's kubeconfig Secret is connected to.

@@ -17,13 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.api.duration import parse_go_duration
 from controller.api.labels import WATCH_FILTER_LABEL
 from controller.infrastructure.reconciler import DEFAULT_MAX_REPLICAS
 from controller.runtime.featuregates import FeatureGate, FeatureGateError, FeatureGates, resolve
 from controller.runtime.server import parse_bind_address
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 #: A namespace name: a DNS-1123 label (at most 63 characters, checked apart).
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -66,15 +65,12 @@ def parse_duration(value: str) -> float:
         return float(text)
     except ValueError:
         pass
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"{value!r} is not a duration (examples: 30s, 10m, 1h30m, 500ms)")
-    return total
+    try:
+        return parse_go_duration(text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a duration (examples: 30s, 10m, 1h30m, 500ms)"
+        ) from None
 
 
 def _bool(value: str) -> bool:

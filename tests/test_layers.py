@@ -86,3 +86,40 @@ def test_imports_point_down(package: str) -> None:
                 if imported == banned or imported.startswith(banned + "."):
                     offenders.append(f"{_module_name(path)} imports {imported}")
     assert offenders == []
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the modules of this package it imports anywhere (also under TYPE_CHECKING
+    and inside functions: a circle hidden there is a circle all the same)."""
+    paths = {_module_name(path): path for path in ROOT.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    found.add(submodule if submodule in paths else node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = {module for module in found if module in paths and module != name}
+    return graph
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    # The REST client once imported the priority policy, which imported the informer, which
+    # imports the client; the client now offers a write hook instead (issue #15).
+    graph = _module_graph()
+    circles = []
+    for start in sorted(graph):
+        seen: set[str] = set()
+        stack: list[tuple[str, tuple[str, ...]]] = [(start, (start,))]
+        while stack:
+            module, path = stack.pop()
+            for imported in sorted(graph[module]):
+                if imported == start:
+                    circles.append(" -> ".join((*path, start)))
+                elif imported not in seen:
+                    seen.add(imported)
+                    stack.append((imported, (*path, imported)))
+    assert circles == []

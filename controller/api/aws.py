@@ -36,7 +36,7 @@ from controller.api.inmemory import RollingUpdate
 from controller.api.kinds import AWS_MACHINE, AWS_MACHINE_POOL, Kind
 from controller.api.machine import Conditions, MachineAddress
 from controller.api.providerid import ProviderIDList
-from controller.api.schema import Bool, Int32, Int64, Rule, Time, crd
+from controller.api.schema import Bool, Int32, Int64, NonNegativeInt32, Rule, Time, crd
 
 __all__ = [
     "AWS_CONTRACT_LABELS",
@@ -67,7 +67,6 @@ AWS_CONTRACT_LABELS: Mapping[str, str] = crd_labels(
 )
 
 _Name = Annotated[str, Field(min_length=1, max_length=255)]
-_NonNegativeInt32 = Annotated[Int32, Field(ge=0)]
 _PRESERVE = crd(preserve_unknown_fields=True)
 
 
@@ -148,7 +147,7 @@ class InstancesDistribution(ApiModel):
         | None
     ) = None
     """How spot capacity is spread over the instance types."""
-    on_demand_base_capacity: _NonNegativeInt32 | None = None
+    on_demand_base_capacity: NonNegativeInt32 | None = None
     """Instances that are always on-demand."""
     on_demand_percentage_above_base_capacity: Annotated[Int32, Field(ge=0, le=100)] | None = None
     """Percentage of on-demand instances above the base."""
@@ -245,7 +244,7 @@ class AWSMachinePoolSpec(ApiModel):
     """The group's ARN (informational)."""
     provider_id_list: ProviderIDList = Field(default_factory=list, alias="providerIDList")
     """Provider IDs of the group's instances (contract field; written by the controller)."""
-    min_size: _NonNegativeInt32 | None = Field(default=None, json_schema_extra=crd(default=1))
+    min_size: NonNegativeInt32 | None = Field(default=None, json_schema_extra=crd(default=1))
     """Smallest size of the group."""
     max_size: Annotated[Int32, Field(ge=1)] | None = Field(
         default=None, json_schema_extra=crd(default=1)
@@ -325,7 +324,7 @@ class AWSMachinePoolStatus(ApiModel):
         default_factory=AWSMachinePoolInitializationStatus
     )
     """Progress of the first provisioning (contract field)."""
-    replicas: _NonNegativeInt32 | None = None
+    replicas: NonNegativeInt32 | None = None
     """Most recently observed number of instances (contract field)."""
     infrastructure_machine_kind: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     """Kind of the per-instance objects (`AWSMachine`): opts in to MachinePool Machines."""

@@ -39,7 +39,15 @@ from controller.api.contract import CORE_CRD_LABELS
 from controller.api.crdinfo import CrdOptions, PrinterColumn
 from controller.api.kinds import MACHINE_HEALTH_CHECK, Kind
 from controller.api.machine import ClusterName, Conditions
-from controller.api.schema import Int32, Int64, IntOrString, Rule, SchemaExtra, crd
+from controller.api.schema import (
+    CONDITION_TYPE_PATTERN,
+    Int64,
+    IntOrString,
+    NonNegativeInt32,
+    Rule,
+    SchemaExtra,
+    crd,
+)
 
 __all__ = [
     "FORBIDDEN_MACHINE_CONDITION_TYPES",
@@ -56,7 +64,6 @@ __all__ = [
     "UnhealthyNodeCondition",
 ]
 
-_NonNegativeInt32 = Annotated[Int32, Field(ge=0)]
 _LabelKey = Annotated[str, Field(min_length=1, max_length=317)]
 _LabelValue = Annotated[str, Field(max_length=63)]
 
@@ -95,7 +102,7 @@ class UnhealthyNodeCondition(ApiModel):
     """The Node condition type, e.g. `Ready`."""
     status: Literal["True", "False", "Unknown"]
     """The condition status that counts as unhealthy."""
-    timeout_seconds: _NonNegativeInt32
+    timeout_seconds: NonNegativeInt32
     """How long the condition must hold before the Machine counts as unhealthy."""
 
 
@@ -108,10 +115,6 @@ FORBIDDEN_MACHINE_CONDITION_TYPES = (
     "OwnerRemediated",
     "ExternallyRemediated",
 )
-_CONDITION_TYPE_PATTERN = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
-)
 
 
 class UnhealthyMachineCondition(ApiModel):
@@ -122,7 +125,7 @@ class UnhealthyMachineCondition(ApiModel):
         Field(
             min_length=1,
             max_length=316,
-            pattern=_CONDITION_TYPE_PATTERN,
+            pattern=CONDITION_TYPE_PATTERN,
             json_schema_extra=crd(
                 rules=[
                     Rule(
@@ -140,14 +143,14 @@ class UnhealthyMachineCondition(ApiModel):
     """The Machine condition type, e.g. `InfrastructureReady` or one a provider sets."""
     status: Literal["True", "False", "Unknown"]
     """The condition status that counts as unhealthy."""
-    timeout_seconds: _NonNegativeInt32
+    timeout_seconds: NonNegativeInt32
     """How long the condition must hold before the Machine counts as unhealthy."""
 
 
 class MachineHealthCheckChecks(ApiModel):
     """What makes a Machine unhealthy."""
 
-    node_startup_timeout_seconds: _NonNegativeInt32 | None = Field(
+    node_startup_timeout_seconds: NonNegativeInt32 | None = Field(
         default=None, json_schema_extra=crd(default=600)
     )
     """How long a Machine may run without a Node; 0 disables the check (default 600)."""
@@ -262,11 +265,11 @@ class MachineHealthCheckStatus(ApiModel):
 
     conditions: Conditions = Field(default_factory=list)
     """RemediationAllowed, Paused, MachinesSelected."""
-    expected_machines: _NonNegativeInt32 | None = None
+    expected_machines: NonNegativeInt32 | None = None
     """How many Machines the selector matches."""
-    current_healthy: _NonNegativeInt32 | None = None
+    current_healthy: NonNegativeInt32 | None = None
     """How many of them are healthy."""
-    remediations_allowed: _NonNegativeInt32 | None = None
+    remediations_allowed: NonNegativeInt32 | None = None
     """How many more Machines may be remediated before short-circuiting."""
     observed_generation: Annotated[Int64, Field(ge=1)] | None = None
     """The ``metadata.generation`` this status was computed from."""

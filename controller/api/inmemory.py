@@ -36,9 +36,9 @@ from controller.api.machine import Conditions, MachineAddress
 from controller.api.providerid import ProviderIDList
 from controller.api.schema import (
     Bool,
-    Int32,
     Int64,
     IntOrString,
+    NonNegativeInt32,
     Rule,
     SchemaExtra,
     Time,
@@ -71,7 +71,6 @@ CONTRACT_LABELS: Mapping[str, str] = crd_labels(
 
 DeletePolicy = Literal["Oldest", "Newest", "Random"]
 
-_NonNegativeInt32 = Annotated[Int32, Field(ge=0)]
 
 _PERCENT_OR_COUNT = Rule(
     rule="type(self) == int ? self >= 0 : self.matches('^[0-9]{1,9}%$')",
@@ -89,9 +88,9 @@ class InMemoryInstanceTemplate(ApiModel):
     """Template version; instances launched from another version are out of date."""
     instance_type: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     """Instance type label, e.g. `small`."""
-    boot_delay_seconds: _NonNegativeInt32 | None = None
+    boot_delay_seconds: NonNegativeInt32 | None = None
     """Seconds from launch until an instance is running, ±20% jitter (default 1)."""
-    ready_delay_seconds: _NonNegativeInt32 | None = None
+    ready_delay_seconds: NonNegativeInt32 | None = None
     """Seconds from the Node's registration until it is Ready (default 1)."""
     failure_rate: Annotated[float, Field(ge=0, le=1)] | None = None
     """Probability (0..1) that a launch fails (default 0)."""
@@ -135,9 +134,9 @@ class InMemoryMachinePoolSpec(ApiModel):
 
     provider_id_list: ProviderIDList = Field(default_factory=list, alias="providerIDList")
     """Provider IDs of the group's instances; written by the controller (contract field)."""
-    min_size: _NonNegativeInt32 | None = None
+    min_size: NonNegativeInt32 | None = None
     """Smallest size the group may have (default 0)."""
-    max_size: _NonNegativeInt32 | None = None
+    max_size: NonNegativeInt32 | None = None
     """Largest size the group may have (default: no limit)."""
     template: InMemoryInstanceTemplate = Field(default_factory=InMemoryInstanceTemplate)
     """What new instances look like."""
@@ -186,7 +185,7 @@ class InMemoryMachinePoolStatus(ApiModel):
         default_factory=InMemoryMachinePoolInitializationStatus
     )
     """Progress of the first provisioning (contract field)."""
-    replicas: _NonNegativeInt32 | None = None
+    replicas: NonNegativeInt32 | None = None
     """Most recently observed number of instances (contract field)."""
     infrastructure_machine_kind: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     """Kind of the per-instance objects (`InMemoryMachine`): opts in to MachinePool Machines."""

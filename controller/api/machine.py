@@ -34,8 +34,8 @@ from controller.api.schema import (
     CONDITION_TYPE_PATTERN,
     DNS1123_SUBDOMAIN_PATTERN,
     Bool,
-    Int32,
     Int64,
+    NonNegativeInt32,
     Rule,
     SchemaExtra,
     Time,
@@ -113,8 +113,6 @@ MachinePhase = Literal[
     "Unknown",
 ]
 
-_NonNegativeInt32 = Annotated[Int32, Field(ge=0)]
-
 
 class TemplateMetadata(ApiModel):
     """Labels and annotations given to objects made from a template."""
@@ -148,11 +146,11 @@ class Bootstrap(ApiModel):
 class MachineDeletionSpec(ApiModel):
     """How long deletion may wait for each step; 0 means wait forever."""
 
-    node_drain_timeout_seconds: _NonNegativeInt32 | None = None
+    node_drain_timeout_seconds: NonNegativeInt32 | None = None
     """Longest time to drain the node; unset or 0 means no limit."""
-    node_volume_detach_timeout_seconds: _NonNegativeInt32 | None = None
+    node_volume_detach_timeout_seconds: NonNegativeInt32 | None = None
     """Longest time to wait for volumes to detach; unset or 0 means no limit."""
-    node_deletion_timeout_seconds: _NonNegativeInt32 | None = Field(
+    node_deletion_timeout_seconds: NonNegativeInt32 | None = Field(
         default=None, json_schema_extra=crd(default=10)
     )
     """Longest time to try deleting the Node; the API server defaults it to 10 seconds."""
@@ -219,7 +217,7 @@ class MachineSpec(ApiModel):
     """The provider's ID of the instance, matching the Node's `spec.providerID`."""
     failure_domain: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     """The failure domain (zone) to place the machine in."""
-    min_ready_seconds: _NonNegativeInt32 | None = None
+    min_ready_seconds: NonNegativeInt32 | None = None
     """Seconds a Node must be ready before the machine counts as available (default 0)."""
     readiness_gates: Annotated[
         list[MachineReadinessGate],

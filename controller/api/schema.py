@@ -134,6 +134,9 @@ Int64 = Annotated[
 ]
 """A 64-bit integer (``type: integer, format: int64``)."""
 
+NonNegativeInt32 = Annotated[Int32, Field(ge=0)]
+"""A 32-bit integer of at least 0 (a count, a size, seconds)."""
+
 Bool = Annotated[bool, Strict()]
 """A boolean that must be a real ``true``/``false`` on the wire."""
 

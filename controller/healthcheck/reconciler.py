@@ -51,6 +51,7 @@ import structlog
 from controller.api.healthcheck import MachineHealthCheck
 from controller.api.kinds import MACHINE, MACHINE_HEALTH_CHECK
 from controller.api.labels import PAUSED_ANNOTATION
+from controller.api.meta import ConditionStatus as Status
 from controller.healthcheck.health import (
     ConditionCheck,
     Verdict,
@@ -60,7 +61,7 @@ from controller.healthcheck.health import (
 from controller.healthcheck.metrics import HealthCheckMetrics
 from controller.healthcheck.selector import describe, matches
 from controller.runtime import conditions
-from controller.runtime.conditions import Cond, Status
+from controller.runtime.conditions import Cond
 from controller.runtime.controller import Result, TerminalError
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer

@@ -27,15 +27,13 @@ write; the reconciler retries.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from controller.api.kinds import Kind
 from controller.providers.adapter import PoolAdapter
 from controller.runtime.kube import KubeClient
+from controller.runtime.store import Obj
 
 __all__ = ["publish_capacity"]
-
-Obj = dict[str, Any]
 
 
 async def publish_capacity(

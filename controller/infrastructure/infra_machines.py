@@ -49,13 +49,11 @@ from controller.runtime.finalizers import remove_finalizer
 from controller.runtime.informer import Informer
 from controller.runtime.kube import ApiError, KubeClient
 from controller.runtime.patch import merge_patch
-from controller.runtime.store import CONTROLLER_OWNER_INDEX
+from controller.runtime.store import CONTROLLER_OWNER_INDEX, Obj
 
 INFRA_MACHINE_FINALIZER = "machinepool.infrastructure.cluster.x-k8s.io/instance"
 
 _log = structlog.get_logger(__name__)
-
-Obj = dict[str, Any]
 
 
 def _inherited(infra: Obj) -> dict[str, str]:

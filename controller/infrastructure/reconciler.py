@@ -96,6 +96,7 @@ from controller.runtime.finalizers import add_finalizer, remove_finalizer
 from controller.runtime.informer import Informer
 from controller.runtime.kube import KubeClient
 from controller.runtime.patch import merge_patch
+from controller.runtime.store import Obj
 
 REPLICAS_MANAGED_BY = REPLICAS_MANAGED_BY_ANNOTATION
 #: How long a removal we asked for counts as "going" before the Machine cache shows it.
@@ -106,8 +107,6 @@ EXPECTATION_TTL = 30.0
 DEFAULT_MAX_REPLICAS = 5000
 
 _log = structlog.get_logger(__name__)
-
-Obj = dict[str, Any]
 
 
 def _owner_pool_name(infra: Obj) -> str | None:

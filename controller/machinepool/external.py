@@ -31,14 +31,13 @@ from typing import Any
 
 import structlog
 
+from controller.api.labels import CLUSTER_NAME_LABEL
 from controller.api.meta import ContractVersionedObjectReference
 from controller.machinepool.contract import ContractKinds, Role
 from controller.runtime.discovery import ServedResource
 from controller.runtime.informer import Informer
 from controller.runtime.kube import ApiError, KubeClient
 from controller.runtime.store import Obj
-
-CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
 
 _log = structlog.get_logger(__name__)
 

@@ -26,6 +26,7 @@ infra object changes, and once a minute.
 
 from __future__ import annotations
 
+from controller.api.labels import REPLICAS_MANAGED_BY_ANNOTATION
 from controller.machinepool.contract import Role
 from controller.machinepool.external import ExternalObjects, OwnedByAnotherError
 from controller.machinepool.scope import PoolScope
@@ -34,11 +35,9 @@ from controller.runtime.conditions import Cond
 #: How soon a refused reference is looked at again without an event (a kind not watched).
 REFUSED_RECHECK = 60.0
 
-REPLICAS_MANAGED_BY = "cluster.x-k8s.io/replicas-managed-by"
-
 
 def replicas_managed_externally(scope: PoolScope) -> bool:
-    value = (scope.obj["metadata"].get("annotations") or {}).get(REPLICAS_MANAGED_BY)
+    value = (scope.obj["metadata"].get("annotations") or {}).get(REPLICAS_MANAGED_BY_ANNOTATION)
     return value is not None and value.lower() != "false"
 
 
@@ -130,7 +129,7 @@ async def reconcile_infrastructure(*, scope: PoolScope, external: ExternalObject
         scope.event(
             "Normal",
             "ReplicasManagedExternally",
-            f"spec.replicas set to {replicas} from the provider ({REPLICAS_MANAGED_BY})",
+            f"spec.replicas set to {replicas} from the provider ({REPLICAS_MANAGED_BY_ANNOTATION})",
         )
     return True
 

@@ -34,10 +34,11 @@ import pydantic
 import structlog
 
 from controller.api.kinds import MACHINE_POOL
+from controller.api.labels import CLUSTER_NAME_LABEL, PAUSED_ANNOTATION
 from controller.machinepool.autoscaler import default_replicas, report_bounds
 from controller.machinepool.bootstrap import reconcile_bootstrap
 from controller.machinepool.deletion import reconcile_delete
-from controller.machinepool.external import CLUSTER_NAME_LABEL, ExternalObjects
+from controller.machinepool.external import ExternalObjects
 from controller.machinepool.infrastructure import reconcile_infrastructure
 from controller.machinepool.machines import PoolMachines, delete_pool_machines, reconcile_machines
 from controller.machinepool.noderefs import reconcile_noderefs
@@ -53,7 +54,6 @@ from controller.runtime.patch import merge_patch
 from controller.workload.clusters import WorkloadClusters
 
 FINALIZER = "machinepool.cluster.x-k8s.io"
-PAUSED_ANNOTATION = "cluster.x-k8s.io/paused"
 
 _log = structlog.get_logger(__name__)
 

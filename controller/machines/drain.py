@@ -52,11 +52,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from controller.api.labels import EXCLUDE_NODE_DRAINING_ANNOTATION
 from controller.runtime.kube import NODES, PODS, ApiError, KubeClient, resource_path
+from controller.runtime.store import Obj
 
 __all__ = [
     "DAEMONSET_KIND",
-    "EXCLUDE_NODE_DRAINING_ANNOTATION",
     "MIRROR_POD_ANNOTATION",
     "UNREACHABLE_SKIP_AFTER",
     "DrainStatus",
@@ -66,7 +67,6 @@ __all__ = [
     "drain_step",
 ]
 
-EXCLUDE_NODE_DRAINING_ANNOTATION = "machine.cluster.x-k8s.io/exclude-node-draining"
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 DAEMONSET_KIND = "DaemonSet"
 #: On an unreachable Node, a terminating pod is no longer waited for this long after its
@@ -76,8 +76,6 @@ UNREACHABLE_SKIP_AFTER = timedelta(seconds=1)
 _PAGE_SIZE = 500
 _DISRUPTION_BUDGET_CAUSE = "DisruptionBudget"
 _NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
-
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,11 @@ Invariants of the hooks (the reconciler relies on them):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from controller.api.kinds import Kind
 from controller.providers.base import GroupSpec, GroupStatus
+from controller.runtime.store import Obj
 
 __all__ = [
     "CAPACITY_ANNOTATION_PREFIX",
@@ -39,7 +40,6 @@ __all__ = [
     "PoolAdapterDefaults",
 ]
 
-Obj = dict[str, Any]
 
 CAPACITY_ANNOTATION_PREFIX = "capacity.cluster-autoscaler.kubernetes.io/"
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-Status = Literal["True", "False", "Unknown"]
+from controller.api.meta import ConditionStatus as Status
+
 Severity = Literal["", "Error", "Warning", "Info"]
 
 

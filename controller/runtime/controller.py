@@ -2,13 +2,14 @@
 
 Semantics follow controller-runtime:
 
-- Keys come from watches (:meth:`Controller.watch` maps informer events to keys). A key from
-  a real change is queued at high priority; keys from an informer's initial list, from
-  resyncs and from status-only progress (:func:`event_priority`) at low priority. With an
-  :class:`~controller.runtime.urgency.Urgency` (the manager's controllers share one), a
-  person's spec change and the chain of work it sets off go above both
-  (:data:`~controller.runtime.urgency.URGENT_PRIORITY`), so the change overtakes a
-  cold-start backlog at every hop.
+- Keys come from watches (:meth:`Controller.watch` maps informer events to keys). The
+  priority each key is queued at is the work-priority policy's
+  (:mod:`controller.runtime.urgency`, through :class:`~controller.runtime.urgency.KeyPriorities`;
+  nothing here decides one): a key from a real change at high priority; keys from an
+  informer's initial list, from resyncs and from status-only progress at low priority. With
+  an :class:`~controller.runtime.urgency.Urgency` (the manager's controllers share one), a
+  person's spec change and the chain of work it sets off go above both, so the change
+  overtakes a cold-start backlog at every hop.
 - ``concurrency`` workers take keys; the queue guarantees one key is never reconciled by two
   workers at once.
 - The reconciler returns a :class:`Result`: done (``Result()``: the key's backoff is reset),
@@ -41,7 +42,6 @@ what is left.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -55,10 +55,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import ApiError
 from controller.runtime.metrics import REGISTRY, per_registry
-from controller.runtime.urgency import URGENT_PRIORITY, Urgency, UrgentKeys
+from controller.runtime.urgency import KeyPriorities, Urgency, event_priority
 from controller.runtime.workqueue import (
     HIGH_PRIORITY,
-    LOW_PRIORITY,
     PriorityQueue,
     QueueShutDown,
     prometheus_metrics,
@@ -164,31 +163,6 @@ def controller_metrics(registry: CollectorRegistry) -> ControllerMetrics:
 KeyMapper = Callable[[InformerEvent], Iterable[str]]
 
 
-#: Metadata whose change is a person's (or another controller's) intent, not progress.
-_INTENT_METADATA = ("labels", "annotations", "deletionTimestamp", "finalizers", "ownerReferences")
-
-
-def event_priority(event: InformerEvent) -> int:
-    """Low for what is not news: the initial list, resyncs, and *progress* — a MODIFIED that
-    changed only status (``metadata.generation`` unchanged, and no label, annotation,
-    finalizer, owner or deletion change), which is what the controllers' own writes produce
-    while a fleet converges. High for everything else, so a spec change, a pause or a
-    deletion overtakes a backlog at every hop of a chain of controllers. Objects without a
-    generation (Nodes) always count as news."""
-    if event.initial or event.type == "SYNC":
-        return LOW_PRIORITY
-    if event.type != "MODIFIED" or event.old is None:
-        return HIGH_PRIORITY
-    old = event.old.get("metadata") or {}
-    new = event.obj.get("metadata") or {}
-    generation = new.get("generation")
-    if generation is None or old.get("generation") != generation:
-        return HIGH_PRIORITY
-    if any(old.get(name) != new.get(name) for name in _INTENT_METADATA):
-        return HIGH_PRIORITY
-    return LOW_PRIORITY
-
-
 class Controller:
     """Runs one reconciler over its work queue; see the module docstring."""
 
@@ -218,7 +192,7 @@ class Controller:
         self._metrics.init(controller=name, concurrency=concurrency)
         self._workers: list[asyncio.Task[None]] = []
         self._log = _log.bind(controller=name)
-        self._urgent = UrgentKeys(urgency=urgency) if urgency is not None else None
+        self._priorities = KeyPriorities(urgency=urgency)
 
     # ------------------------------------------------------------- inputs
 
@@ -232,31 +206,23 @@ class Controller:
     ) -> None:
         """Queue ``key``; with the ``event`` (of a ``kind``) that caused it, urgency applies
         as for watched events."""
-        marks = False
-        if event is not None and self._urgent is not None:
-            marks = self._urgent.urgency.marks(event, kind=kind or str(event.obj.get("kind", "")))
-        self._add(key, priority=priority, marks=marks)
+        marks = event is not None and self._priorities.marks(
+            event, kind=kind or str(event.obj.get("kind", ""))
+        )
+        self.queue.add(key, priority=self._priorities.queued(key, priority=priority, marks=marks))
 
     def watch(self, informer: Informer, mapper: KeyMapper) -> None:
         """Queue the keys ``mapper`` returns for each of ``informer``'s events."""
         kind = informer.resource.kind
+        priorities = self._priorities
 
         def handle(event: InformerEvent) -> None:
             priority = event_priority(event)
-            marks = self._urgent is not None and self._urgent.urgency.marks(event, kind=kind)
+            marks = priorities.marks(event, kind=kind)
             for key in mapper(event):
-                self._add(key, priority=priority, marks=marks)
+                self.queue.add(key, priority=priorities.queued(key, priority=priority, marks=marks))
 
         informer.add_handler(handle)
-
-    def _add(self, key: str, *, priority: int, marks: bool) -> None:
-        urgent = self._urgent
-        if urgent is not None:
-            if marks:
-                urgent.mark(key)
-            if key in urgent:
-                priority = URGENT_PRIORITY
-        self.queue.add(key, priority=priority)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -311,16 +277,10 @@ class Controller:
         with structlog.contextvars.bound_contextvars(
             controller=name, key=key, reconcile_id=reconcile_id
         ):
-            urgent = self._urgent is not None and (
-                priority == URGENT_PRIORITY or key in self._urgent
-            )
+            urgent = self._priorities.runs_urgently(key, priority=priority)
             try:
                 async with asyncio.timeout(self.reconcile_timeout) as deadline:
-                    with (
-                        self._urgent.urgency.reconciling(urgent=urgent)
-                        if self._urgent is not None
-                        else contextlib.nullcontext()
-                    ):
+                    with self._priorities.reconciling(urgent=urgent):
                         result = await self.reconciler.reconcile(key)
             except TerminalError as exc:
                 metrics.errors.labels(name).inc()
@@ -352,11 +312,9 @@ class Controller:
                 if result.requeue_after is not None and result.requeue_after > 0:
                     metrics.total.labels(name, "requeue_after").inc()
                     self.queue.forget(key)
-                    # A poll is bulk work, unless the key is still urgent.
-                    again = (
-                        URGENT_PRIORITY if self._urgent and key in self._urgent else LOW_PRIORITY
+                    self.queue.add_after(
+                        key, result.requeue_after, priority=self._priorities.poll(key)
                     )
-                    self.queue.add_after(key, result.requeue_after, priority=again)
                 elif result.requeue:
                     metrics.total.labels(name, "requeue").inc()
                     self.queue.add_rate_limited(key, priority=priority)

@@ -55,7 +55,8 @@ from typing import Any, Literal, Self
 import aiohttp
 import structlog
 
-from controller.runtime.kube import EVENTS, ApiError, KubeClient, Obj
+from controller.runtime.kube import EVENTS, ApiError, KubeClient
+from controller.runtime.store import Obj
 
 __all__ = ["EventRecorder", "EventType"]
 

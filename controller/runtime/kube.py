@@ -16,6 +16,11 @@ Invariants:
   (whose address comes from a tenant's kubeconfig Secret) passes ``metrics_host=``
   :data:`WORKLOAD_HOST`: a label value never comes from tenant input, so a tenant cannot grow
   the series without bound. ``code`` is the HTTP status (a number below 600).
+- Before each write request is sent (create, patch, apply, delete), the client calls its
+  ``on_write`` hook (a :class:`WriteHook`) with the kind, namespace and name written, so
+  whoever installed it (the manager: the work-priority policy of
+  :mod:`controller.runtime.urgency`) knows of the write before a watch event for it can
+  arrive. This module imports no policy; a client without a hook writes all the same.
 
 Failure: a non-2xx answer raises :class:`ApiError` carrying the HTTP status, the Status
 ``reason`` and ``message``; transport failures surface as ``aiohttp.ClientError`` or
@@ -27,7 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -36,13 +41,20 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
 from controller.runtime.metrics import REGISTRY, per_registry
-from controller.runtime.urgency import note_write
-
-Obj = dict[str, Any]
+from controller.runtime.store import Obj
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+
+
+class WriteHook(Protocol):
+    """Told of each write before its request is sent: the object's ``kind``, ``namespace``
+    (None when cluster-scoped) and ``name`` (empty when a create leaves it to the server).
+    It runs on the writer's task and must not raise or block: an exception would stop the
+    write and reach the writer."""
+
+    def __call__(self, *, kind: str, namespace: str | None, name: str) -> None: ...
 
 
 class ResourceLike(Protocol):
@@ -234,10 +246,14 @@ class KubeClient:
         request_timeout: float = 30.0,
         metrics: RestMetrics | None = None,
         metrics_host: str | None = None,
+        on_write: WriteHook | None = None,
     ) -> None:
         """``metrics_host``: the ``host`` label of this client's requests (default: the
-        server's ``host:port``); give :data:`WORKLOAD_HOST` for a server a tenant named."""
+        server's ``host:port``); give :data:`WORKLOAD_HOST` for a server a tenant named.
+        ``on_write``: called before each write is sent (see the module docstring); it may
+        also be set later, as the manager does on the client it is given."""
         self.api = api
+        self.on_write = on_write
         self.field_manager = field_manager
         self.request_timeout = request_timeout
         self._metrics = metrics or default_rest_metrics()
@@ -246,6 +262,10 @@ class KubeClient:
         )
 
     # ------------------------------------------------------------------ core
+
+    def _before_write(self, resource: ResourceLike, *, namespace: str | None, name: str) -> None:
+        if self.on_write is not None:
+            self.on_write(kind=resource.kind, namespace=namespace, name=name)
 
     async def _send(
         self,
@@ -343,8 +363,8 @@ class KubeClient:
     ) -> Obj:
         """Create ``body`` (``apiVersion`` and ``kind`` default to ``resource``'s)."""
         body = {"apiVersion": resource.api_version, "kind": resource.kind, **body}
-        note_write(kind=resource.kind, namespace=namespace,
-                   name=str((body.get("metadata") or {}).get("name") or ""))  # fmt: skip
+        self._before_write(resource, namespace=namespace,
+                           name=str((body.get("metadata") or {}).get("name") or ""))  # fmt: skip
         return await self.request(
             method="POST",
             path=resource_path(resource, namespace=namespace),
@@ -368,7 +388,7 @@ class KubeClient:
                 **patch,
                 "metadata": {**patch.get("metadata", {}), "resourceVersion": resource_version},
             }
-        note_write(kind=resource.kind, namespace=namespace, name=name)
+        self._before_write(resource, namespace=namespace, name=name)
         return await self.request(
             method="PATCH",
             path=resource_path(resource, namespace=namespace, name=name, subresource=subresource),
@@ -386,7 +406,7 @@ class KubeClient:
         namespace: str | None = None,
         subresource: str | None = None,
     ) -> Obj:
-        note_write(kind=resource.kind, namespace=namespace, name=name)
+        self._before_write(resource, namespace=namespace, name=name)
         return await self.request(
             method="PATCH",
             path=resource_path(resource, namespace=namespace, name=name, subresource=subresource),
@@ -412,7 +432,7 @@ class KubeClient:
         manager applies is its whole intent, and fields it applied before but omits now are
         removed, so give each partial intent (a finalizer, say) a manager of its own.
         """
-        note_write(kind=resource.kind, namespace=namespace, name=name)
+        self._before_write(resource, namespace=namespace, name=name)
         return await self.request(
             method="PATCH",
             path=resource_path(resource, namespace=namespace, name=name, subresource=subresource),
@@ -435,7 +455,7 @@ class KubeClient:
             body["preconditions"] = {"uid": uid}
         if propagation:
             body["propagationPolicy"] = propagation
-        note_write(kind=resource.kind, namespace=namespace, name=name)
+        self._before_write(resource, namespace=namespace, name=name)
         return await self.request(
             method="DELETE", path=resource_path(resource, namespace=namespace, name=name), body=body
         )

@@ -86,8 +86,9 @@ import structlog
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry, Gauge
 
-from controller.runtime.kube import LEASES, ApiError, KubeClient, Obj
+from controller.runtime.kube import LEASES, ApiError, KubeClient
 from controller.runtime.metrics import REGISTRY, per_registry
+from controller.runtime.store import Obj
 
 __all__ = ["JITTER_FACTOR", "LeaderElector", "LeadershipLost", "default_identity"]
 

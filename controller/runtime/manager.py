@@ -18,6 +18,11 @@ Lifecycle of :meth:`Manager.run`:
 
 Informers are shared: asking twice for the same resource, namespaces and label selector gives
 the same informer (one informer covers several namespaces; see :mod:`controller.runtime.informer`).
+
+The manager owns the process's work-priority state (:attr:`Manager.urgency`, shared by its
+controllers) and installs the policy's write hook (:func:`~controller.runtime.urgency.note_write`)
+on the client it is given, unless that client already has one, so the controllers' writes
+carry urgency along the chain (see :mod:`controller.runtime.urgency`).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from controller.runtime.metrics import REGISTRY
 from controller.runtime.metricsauth import MetricsAuth
 from controller.runtime.server import ProbeServer
 from controller.runtime.servingcert import ServingCertificate, self_signed
-from controller.runtime.urgency import Urgency
+from controller.runtime.urgency import Urgency, note_write
 
 _log = structlog.get_logger(__name__)
 
@@ -93,6 +98,8 @@ class Manager:
         self._controllers: list[Controller] = []
         #: Shared by the controllers: a person's change and its chain go first (see urgency).
         self.urgency = Urgency()
+        if kube.on_write is None:  # writes made by urgent reconciles carry the urgency on
+            kube.on_write = note_write
         self._runnables: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         tls: ssl.SSLContext | None = None
         self.metrics_auth: MetricsAuth | None = None

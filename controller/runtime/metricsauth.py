@@ -31,14 +31,14 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import aiohttp
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from controller.runtime.kube import ApiError, KubeClient
 
@@ -50,7 +50,6 @@ SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 _log = structlog.get_logger(__name__)
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ReviewUnavailable(RuntimeError):

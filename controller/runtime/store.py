@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from sys import intern
 from typing import Any
 
+#: A Kubernetes object as the API server sends it (parsed JSON): the one definition of this
+#: alias, used by every layer.
 Obj = dict[str, Any]
 IndexFunc = Callable[[Obj], Iterable[str]]
 

@@ -1,12 +1,27 @@
-"""Urgency: a person's change, and the chain of work it sets off, ahead of bulk work.
+"""Work priority: the one policy that decides which key a controller reconciles first.
 
-The priority queue already puts an informer's initial list and status-only progress behind
-real changes (:func:`controller.runtime.controller.event_priority`). That is not enough
-during a cold start: the controllers' own creations (an infra machine and a Machine per
-instance, their Nodes) are real changes too, so a person's ``kubectl scale`` still waited
-behind the fleet's work at every hop of the chain MachinePool → infra pool → instances →
-infra machines → Machines → Nodes → MachinePool status (measured: 167 s, a whole cold start,
-in ``bench/README.md``). Urgency follows the person's change along that chain instead.
+Every priority a controller gives a key comes from here; :class:`KeyPriorities` is what a
+:class:`~controller.runtime.controller.Controller` calls, and the API client only reports its
+writes through a hook (:func:`note_write`, installed by the manager; the client does not
+import this module). Three levels, highest first:
+
+- **Urgent** (:data:`URGENT_PRIORITY`): a key marked by *intent* (below) or by the chain of
+  work intent set off, for a window.
+- **News** (:data:`~controller.runtime.workqueue.HIGH_PRIORITY`, :func:`event_priority`): a
+  watched event that is not progress: a new or deleted object, a generation change, a
+  label, annotation, finalizer, owner or deletion change, or any change of an object without
+  a generation (Nodes).
+- **Progress and backlog** (:data:`~controller.runtime.workqueue.LOW_PRIORITY`): an
+  informer's initial list, resyncs, a status-only change (what the controllers' own writes
+  produce while a fleet converges), and a reconcile's ``requeue_after`` poll of a key that
+  is not urgent. A failed reconcile is retried at the priority it ran with.
+
+News puts real changes ahead of the bulk work. That is not enough during a cold start: the
+controllers' own creations (an infra machine and a Machine per instance, their Nodes) are
+news too, so a person's ``kubectl scale`` still waited behind the fleet's work at every hop
+of the chain MachinePool → infra pool → instances → infra machines → Machines → Nodes →
+MachinePool status (measured: 167 s, a whole cold start, in ``bench/README.md``). Urgency
+follows the person's change along that chain instead.
 
 Rules (one :class:`Urgency` per process, shared by every controller of the manager):
 
@@ -22,9 +37,12 @@ Rules (one :class:`Urgency` per process, shared by every controller of the manag
   ``window`` seconds: it is queued at :data:`URGENT_PRIORITY`, above every other key, and its
   reconcile runs *urgently*. Each later event that maps to it, and each ``requeue_after`` it
   asks for while the window lasts, is urgent as well.
-- **Propagation.** Every write the API client makes during an urgent reconcile marks the
+- **Propagation.** Every write an API client makes during an urgent reconcile marks the
   object it writes as *touched* (by kind, namespace and name) for ``touch_ttl`` seconds,
-  *before* the request goes out, so a watch event that overtakes the response still counts.
+  *before* the request goes out, so a watch event that overtakes the response still counts:
+  the client calls its ``on_write`` hook (:func:`note_write`) before sending each write. The
+  manager installs the hook on its client, and a workload cluster's clients take the hook
+  of the management client they were built beside.
   An event on a touched object makes the keys it maps to urgent, in every controller: the
   chain carries the urgency to the next hop. Events nobody here caused (a kubelet
   registering the Node) are urgent when their key still is.
@@ -43,11 +61,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:  # the API client imports this module; the informer imports the client
-    from controller.runtime.informer import InformerEvent
+from controller.runtime.informer import InformerEvent
+from controller.runtime.workqueue import HIGH_PRIORITY, LOW_PRIORITY
 
 URGENT_PRIORITY: Final = 100
 """Above :data:`~controller.runtime.workqueue.HIGH_PRIORITY`: a person's change and its chain."""
@@ -66,8 +85,9 @@ def identity(*, kind: str, namespace: str | None, name: str) -> Identity:
 
 
 def note_write(*, kind: str, namespace: str | None, name: str) -> None:
-    """Called by the API client before each write: inside an urgent reconcile, the object
-    becomes touched. Elsewhere it costs one context-variable lookup."""
+    """The API client's write hook (a :class:`~controller.runtime.kube.WriteHook`), called
+    before each write is sent: inside an urgent reconcile, the object becomes touched.
+    Elsewhere it costs one context-variable lookup. Never raises."""
     current = _reconciling.get()
     if current is None or not name:
         return
@@ -189,3 +209,65 @@ class UrgentKeys:
     def __contains__(self, key: object) -> bool:
         until = self._until.get(key) if isinstance(key, str) else None
         return until is not None and until > self.urgency.clock()
+
+
+#: Metadata whose change is news (a person's or another controller's doing), not progress.
+_NEWS_METADATA = ("labels", "annotations", "deletionTimestamp", "finalizers", "ownerReferences")
+
+
+def event_priority(event: InformerEvent) -> int:
+    """Low for what is not news: the initial list, resyncs, and *progress* — a MODIFIED that
+    changed only status (``metadata.generation`` unchanged, and no label, annotation,
+    finalizer, owner or deletion change), which is what the controllers' own writes produce
+    while a fleet converges. High for everything else, so a spec change, a pause or a
+    deletion overtakes a backlog at every hop of a chain of controllers. Objects without a
+    generation (Nodes) always count as news."""
+    if event.initial or event.type == "SYNC":
+        return LOW_PRIORITY
+    if event.type != "MODIFIED" or event.old is None:
+        return HIGH_PRIORITY
+    old = event.old.get("metadata") or {}
+    new = event.obj.get("metadata") or {}
+    generation = new.get("generation")
+    if generation is None or old.get("generation") != generation:
+        return HIGH_PRIORITY
+    if any(old.get(name) != new.get(name) for name in _NEWS_METADATA):
+        return HIGH_PRIORITY
+    return LOW_PRIORITY
+
+
+class KeyPriorities:
+    """One controller's use of the policy: the priority each of its keys is queued at, and
+    whether its reconcile runs urgently. Without an :class:`Urgency` there is no urgent
+    level: news and progress only."""
+
+    def __init__(self, *, urgency: Urgency | None) -> None:
+        self._urgent = UrgentKeys(urgency=urgency) if urgency is not None else None
+
+    def marks(self, event: InformerEvent, *, kind: str) -> bool:
+        """Whether ``event`` (on an object of ``kind``) makes the keys it maps to urgent."""
+        return self._urgent is not None and self._urgent.urgency.marks(event, kind=kind)
+
+    def queued(self, key: str, *, priority: int, marks: bool) -> int:
+        """The priority to queue ``key`` at, for a cause of ``priority`` (news or progress)
+        that ``marks`` the key or not: urgent while the key's window lasts."""
+        urgent = self._urgent
+        if urgent is None:
+            return priority
+        if marks:
+            urgent.mark(key)
+        return URGENT_PRIORITY if key in urgent else priority
+
+    def runs_urgently(self, key: str, *, priority: int) -> bool:
+        """Whether the reconcile of ``key``, handed out at ``priority``, runs urgently."""
+        return self._urgent is not None and (priority == URGENT_PRIORITY or key in self._urgent)
+
+    def reconciling(self, *, urgent: bool) -> AbstractContextManager[None]:
+        """The context a reconcile runs in: an urgent one touches what it writes."""
+        if self._urgent is None:
+            return contextlib.nullcontext()
+        return self._urgent.urgency.reconciling(urgent=urgent)
+
+    def poll(self, key: str) -> int:
+        """The priority of a ``requeue_after`` poll: bulk work, unless the key is urgent."""
+        return URGENT_PRIORITY if self._urgent is not None and key in self._urgent else LOW_PRIORITY

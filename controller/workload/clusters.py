@@ -37,6 +37,7 @@ from typing import NamedTuple
 import structlog
 from kubernetes_asyncio import client
 
+from controller.api.labels import CLUSTER_NAME_LABEL
 from controller.runtime.informer import Informer, InformerEvent
 from controller.runtime.kube import (
     NODES,
@@ -45,6 +46,7 @@ from controller.runtime.kube import (
     KubeClient,
     Resource,
     RestMetrics,
+    WriteHook,
 )
 from controller.runtime.kubeconfig import (
     KUBECONFIG_SECRET_TYPE,
@@ -55,7 +57,6 @@ from controller.runtime.kubeconfig import (
 )
 from controller.runtime.store import Obj, by_provider_id
 
-CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
 KUBECONFIG_SUFFIX = "-kubeconfig"
 PROVIDER_ID_INDEX = "providerID"
 OWNER_INDEX = "owner"
@@ -139,8 +140,12 @@ class WorkloadClusters:
         backoff_initial: float = 0.8,
         start_timeout: float = 10.0,
         allow_insecure: bool = False,
+        on_write: WriteHook | None = None,
     ) -> None:
+        """``on_write``: the write hook of each workload cluster's client (give the
+        management client's, so writes to workload clusters count as it does)."""
         self._node_handlers: list[NodeHandler] = [on_node_event] if on_node_event else []
+        self._on_write = on_write
         self._rest_metrics = rest_metrics
         self._request_timeout = request_timeout
         self._inactivity_timeout = inactivity_timeout
@@ -320,6 +325,7 @@ class WorkloadClusters:
             metrics=self._rest_metrics,
             metrics_host=WORKLOAD_HOST,  # the address is the tenant's: not a label value
             request_timeout=self._request_timeout,
+            on_write=self._on_write,
         )
         nodes = Informer(
             kube=kube,

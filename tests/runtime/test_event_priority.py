@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controller.runtime.controller import event_priority
 from controller.runtime.informer import InformerEvent
+from controller.runtime.urgency import event_priority
 from controller.runtime.workqueue import HIGH_PRIORITY, LOW_PRIORITY
 
 

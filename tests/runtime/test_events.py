@@ -15,7 +15,8 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.runtime.events import EventRecorder
-from controller.runtime.kube import EVENTS, NAMESPACES, KubeClient, Obj, Resource, RestMetrics
+from controller.runtime.kube import EVENTS, NAMESPACES, KubeClient, Resource, RestMetrics
+from controller.runtime.store import Obj
 
 T = TypeVar("T")
 CONFIGMAPS = Resource(group="", version="v1", plural="configmaps", kind="ConfigMap")

@@ -29,8 +29,9 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
-from controller.runtime.kube import LEASES, ApiError, KubeClient, Obj, RestMetrics
+from controller.runtime.kube import LEASES, ApiError, KubeClient, RestMetrics
 from controller.runtime.leaderelection import JITTER_FACTOR, LeaderElector, LeadershipLost
+from controller.runtime.store import Obj
 
 LEASE, RENEW, RETRY = 3.0, 2.0, 0.5
 

@@ -7,10 +7,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from controller.runtime.controller import Controller, Result
 from controller.runtime.informer import InformerEvent
+from controller.runtime.kube import ApiError, KubeClient, Resource, RestMetrics
+from controller.runtime.manager import Manager, ManagerOptions
 from controller.runtime.urgency import URGENT_PRIORITY, Urgency, UrgentKeys, identity, note_write
 from controller.runtime.workqueue import HIGH_PRIORITY, LOW_PRIORITY
 from controller.runtime.workqueue.clock import FakeClock
@@ -144,3 +147,52 @@ async def test_the_controller_hands_out_urgent_keys_first_and_keeps_their_polls_
         controller.queue.done(key)
     assert order == [HIGH_PRIORITY] * 6 + [LOW_PRIORITY] * 5
     controller.queue.shutdown()
+
+
+CONFIGMAPS = Resource(group="", version="v1", plural="configmaps", kind="ConfigMap")
+
+
+@pytest.mark.integration
+async def test_the_client_reports_each_write_through_its_hook_before_sending_it(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """The client's side of propagation: every write verb calls ``on_write`` with what it
+    writes, before the request goes out (a hook that raises stops the write: nothing is
+    created), and the manager installs the policy's hook on a client without one."""
+    seen: list[tuple[str, str | None, str]] = []
+    refuse: set[str] = {"refused"}
+
+    def hook(*, kind: str, namespace: str | None, name: str) -> None:
+        seen.append((kind, namespace, name))
+        if name in refuse:
+            raise RuntimeError("not this one")
+
+    kube = KubeClient(
+        api=api_client, metrics=RestMetrics(registry=CollectorRegistry()), on_write=hook
+    )
+    with pytest.raises(RuntimeError):
+        await kube.create(CONFIGMAPS, namespace=namespace, body={"metadata": {"name": "refused"}})
+    with pytest.raises(ApiError) as missing:
+        await kube.get(CONFIGMAPS, namespace=namespace, name="refused")
+    assert missing.value.status == 404
+    await kube.create(CONFIGMAPS, namespace=namespace, body={"metadata": {"name": "cm"}})
+    await kube.merge_patch(CONFIGMAPS, namespace=namespace, name="cm", patch={"data": {"a": "1"}})
+    await kube.json_patch(
+        CONFIGMAPS, namespace=namespace, name="cm",
+        ops=[{"op": "add", "path": "/data/b", "value": "2"}],
+    )  # fmt: skip
+    await kube.apply(
+        CONFIGMAPS, namespace=namespace, name="cm",
+        body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}},
+        field_manager="hook-test",
+    )  # fmt: skip
+    await kube.get(CONFIGMAPS, namespace=namespace, name="cm")  # a read: not reported
+    await kube.delete(CONFIGMAPS, namespace=namespace, name="cm")
+    assert seen == [("ConfigMap", namespace, "refused")] + [("ConfigMap", namespace, "cm")] * 5
+
+    options = ManagerOptions(metrics_address="0", health_address="0")
+    plain = KubeClient(api=api_client, metrics=RestMetrics(registry=CollectorRegistry()))
+    Manager(kube=plain, options=options, registry=CollectorRegistry())
+    assert plain.on_write is note_write
+    Manager(kube=kube, options=options, registry=CollectorRegistry())
+    assert kube.on_write is hook  # a hook its builder chose is kept

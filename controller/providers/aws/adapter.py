@@ -55,6 +55,7 @@ import json
 import re
 from typing import Any
 
+from controller.api.duration import parse_go_duration
 from controller.api.kinds import AWS_MACHINE, AWS_MACHINE_POOL, Kind
 from controller.providers.adapter import PoolAdapterDefaults
 from controller.providers.aws.launchtemplate import LaunchTemplates
@@ -62,18 +63,16 @@ from controller.providers.aws.provider import PROCESSES
 from controller.providers.base import GroupSpec, GroupStatus, PermanentError
 from controller.providers.naming import pool_owner_tags, recorded_group_name
 from controller.runtime.informer import Informer
+from controller.runtime.store import Obj
 
 __all__ = ["LAST_APPLIED_TAGS_ANNOTATION", "AwsPoolAdapter", "parse_duration_seconds"]
 
 #: CAPA's record of the ``additionalTags`` it applied to the group (a JSON object).
 LAST_APPLIED_TAGS_ANNOTATION = "sigs.k8s.io/cluster-api-provider-aws-last-applied-tags"
 
-Obj = dict[str, Any]
 
 #: Launch template names are at most 128 characters (Auto Scaling groups 255); both share it.
 _MAX_NAME = 128
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _CAPA_CLUSTER_TAG = "sigs.k8s.io/cluster-api-provider-aws/cluster/"
 #: CAPA's ``suspendProcesses.processes`` keys to Auto Scaling process names.
 _PROCESS_NAMES = {p[0].lower() + p[1:]: p for p in PROCESSES} | {"azRebalance": "AZRebalance"}
@@ -86,15 +85,10 @@ def parse_duration_seconds(value: str | int | float) -> int:
     text = value.strip()
     if re.fullmatch(r"\d+", text):
         return int(text)
-    total, pos = 0.0, 0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if not text or pos != len(text):
-        raise ValueError(f"{value!r} is not a duration")
-    return int(total)
+    try:
+        return int(parse_go_duration(text))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a duration") from None
 
 
 def _additional_tags(infra: Obj) -> dict[str, str]:

@@ -39,13 +39,12 @@ from datetime import datetime
 from typing import Any
 
 from controller.providers.aws.client import AwsApi
+from controller.runtime.store import Obj
 
 __all__ = ["Ec2Instance", "GroupDescriber", "InstanceDetails", "group_in_flux"]
 
 _NAMES_PER_CALL = 100
 _IDS_PER_CALL = 200
-
-Obj = dict[str, Any]
 
 
 def group_in_flux(group: Obj) -> bool:

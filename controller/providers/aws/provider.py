@@ -82,6 +82,7 @@ from controller.providers.base import (
     owned,
 )
 from controller.runtime.metrics import REGISTRY
+from controller.runtime.store import Obj
 
 __all__ = ["PROCESSES", "AwsProvider", "provider_id"]
 
@@ -102,8 +103,6 @@ PROCESSES = (
 _NO_MAX = 10000
 #: Shape fields AWS reports only once set.
 _OPTIONAL_SHAPE = frozenset({"DefaultCooldown", "DefaultInstanceWarmup"})
-
-Obj = dict[str, Any]
 
 
 def _tmpl(spec: GroupSpec) -> Mapping[str, Any]:

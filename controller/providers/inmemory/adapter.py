@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 from controller.api.kinds import IN_MEMORY_MACHINE, IN_MEMORY_MACHINE_POOL, Kind
 from controller.providers.adapter import NodeCapacity, PoolAdapterDefaults
 from controller.providers.base import GroupSpec
+from controller.providers.inmemory.template import DEFAULT_KUBERNETES_VERSION
 from controller.providers.naming import group_name, pool_owner_tags, recorded_group_name
+from controller.runtime.store import Obj
 
-Obj = dict[str, Any]
-
-DEFAULT_KUBERNETES_VERSION = "v1.35.4"
 #: The simulator's group names are at most 255 characters.
 MAX_GROUP_NAME = 255
 #: Ownership tag naming the pool's Cluster API Cluster.

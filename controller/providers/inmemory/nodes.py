@@ -27,7 +27,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
+
+from controller.api.meta import ConditionStatus as ReadyStatus
 
 __all__ = [
     "UNINITIALIZED_TAINT",
@@ -46,7 +48,6 @@ UNINITIALIZED_TAINT: dict[str, str] = {
     "effect": "NoSchedule",
 }
 
-ReadyStatus = Literal["True", "False", "Unknown"]
 
 _READY_REASONS: dict[ReadyStatus, tuple[str, str]] = {
     "False": ("KubeletNotReady", "container runtime network not ready: cni plugin not initialized"),

@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from controller.providers.base import PermanentError, ProviderError, ThrottledError
 from controller.providers.inmemory.faults import Faults
@@ -56,8 +56,6 @@ __all__ = ["SimulatorServer", "build_app"]
 _log = structlog.get_logger(__name__)
 
 _SIMULATOR: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _BadRequest(Exception):

@@ -231,6 +231,7 @@ class KubeNodeRegistrar:
                 metrics=self._rest_metrics,
                 metrics_host=WORKLOAD_HOST,  # the address is the tenant's: not a label value
                 field_manager="inmemory-kubelet",
+                on_write=self._management.on_write,  # its writes count as the management's
             )
             self._clients[cluster] = (api, kube)
             _log.info("workload cluster client created", cluster=cluster)
