@@ -88,7 +88,7 @@ def reasons_in_code() -> set[str]:
     sources = [*(ROOT / "controller" / "machinepool").glob("*.py"),
                *(ROOT / "controller" / "healthcheck").glob("*.py"),
                *(ROOT / "controller" / "workload").glob("*.py"),
-               ROOT / "controller" / "infrastructure" / "reconciler.py"]  # fmt: skip
+               *(ROOT / "controller" / "infrastructure").glob("*.py")]  # fmt: skip
     for path in sources:
         text = path.read_text()
         for pattern in _REASON_PATTERNS:
@@ -102,7 +102,8 @@ def test_every_reason_the_code_sets_is_in_troubleshooting() -> None:
     reasons = reasons_in_code()
     for known in ("WaitingForNodes", "ReplicasOutOfRange", "InfrastructureNotReady",
                   "WorkloadClusterNotConnected", "NodeDeleted", "Throttling",
-                  "UnhealthyMachine", "TooManyUnhealthy", "MachineMarkedUnhealthy"):  # fmt: skip
+                  "UnhealthyMachine", "TooManyUnhealthy", "MachineMarkedUnhealthy",
+                  "TemplateChanged"):  # fmt: skip
         assert known in reasons, f"the reason extraction misses {known}"
     text = _doc("troubleshooting.md")
     missing = sorted(r for r in reasons if not _mentioned(text, r))
