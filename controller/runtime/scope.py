@@ -157,9 +157,9 @@ class ObjectScope:
         reasons = []
         if cluster is not None and (cluster.get("spec") or {}).get("paused"):
             reasons.append("Cluster spec.paused is set to true")
-        for obj in (self.obj, *also):
+        for obj, kind in ((self.obj, self.resource.kind), *((o, "its owner") for o in also)):
             if PAUSED_ANNOTATION in (obj["metadata"].get("annotations") or {}):
-                reasons.append(f"{obj.get('kind') or self.resource.kind} has the "
+                reasons.append(f"{obj.get('kind') or kind} has the "
                                f"{PAUSED_ANNOTATION} annotation")  # fmt: skip
         return "; ".join(reasons)
 
@@ -192,16 +192,17 @@ class ObjectScope:
 
     # ------------------------------------------------------------- commit
 
-    async def commit(self, *, observed: bool = False) -> Outcome:
+    async def commit(self, *, observed: bool = False, status: bool = True) -> Outcome:
         """Write what differs from :attr:`before`: metadata and spec in one request, status
         in another; then send the queued Events. ``observed=True`` records the generation
-        this reconcile saw in ``status.observedGeneration``."""
+        this reconcile saw in ``status.observedGeneration``; ``status=False`` (an early
+        write of metadata that must precede a call elsewhere) leaves the status for later."""
         try:
-            return await self._commit(observed=observed)
+            return await self._commit(observed=observed, with_status=status)
         finally:
             self.emit_events()
 
-    async def _commit(self, *, observed: bool) -> Outcome:
+    async def _commit(self, *, observed: bool, with_status: bool) -> Outcome:
         outcome = Outcome.UNCHANGED
         read_generation = self.generation
         main = merge_patch(_main(self.before), _main(self.obj))
@@ -217,6 +218,8 @@ class ObjectScope:
                 for cond in status.get("conditions") or []:
                     if cond.get("observedGeneration") == read_generation:
                         cond["observedGeneration"] = self.generation
+        if not with_status:
+            return outcome
         if observed and self.generation is not None:
             self.status["observedGeneration"] = self.generation
         patch = merge_patch(self.before.get("status") or {}, self.status)
