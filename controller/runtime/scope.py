@@ -95,8 +95,10 @@ class ObjectScope:
         self.resource = resource
         self.recorder = recorder
         self.precondition = precondition
-        #: The object as last read or written: what a commit diffs against.
-        self.before: Obj = copy.deepcopy(obj)
+        #: The object as last read or written: what a commit diffs against. A shallow copy
+        #: (``obj`` is usually a cache's object, and one deep copy per reconcile is enough):
+        #: it is only ever replaced part by part, never changed in place.
+        self.before: Obj = dict(obj)
         #: The working copy the reconcile edits.
         self.obj: Obj = copy.deepcopy(obj)
         self.obj.setdefault("status", {})
@@ -229,7 +231,7 @@ class ObjectScope:
                 return written
             outcome = Outcome.WRITTEN
             version = written["metadata"].get("resourceVersion")
-            self.before["metadata"]["resourceVersion"] = version
+            self.before["metadata"] = {**self.before["metadata"], "resourceVersion": version}
             self.obj["metadata"]["resourceVersion"] = version
             self.before["status"] = copy.deepcopy(self.status)
         return outcome
