@@ -28,10 +28,11 @@ For one health check key, reading only caches (Machines, Clusters, workload Node
    condition it may carry. With ``remediation.templateRef`` (external remediation, not
    supported) Machines are only marked.
 7. Status (``expectedMachines``, ``currentHealthy``, ``remediationsAllowed``, ``targets``,
-   conditions, ``observedGeneration``) and Machine conditions are written with merge patches
-   only when they change; Machine patches carry a resourceVersion precondition, so another
-   writer's newer conditions are never overwritten (a conflict is dropped: the newer
-   version's watch event reconciles the health check again).
+   conditions, ``observedGeneration``) and Machine conditions are written by one
+   :class:`~controller.runtime.scope.ObjectScope` commit each, only when they change (Events
+   go with the health check's commit); Machine patches carry a resourceVersion
+   precondition, so another writer's newer conditions are never overwritten (a conflict is
+   dropped: the newer version's watch event reconciles the health check again).
 8. The result requeues for exactly the moment the earliest running timeout expires.
 
 Failure: API errors propagate (the controller retries with backoff); a malformed threshold is
@@ -40,17 +41,14 @@ Failure: API errors propagate (the controller retries with backoff); a malformed
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
 
 import pydantic
 import structlog
 
 from controller.api.healthcheck import MachineHealthCheck
 from controller.api.kinds import MACHINE, MACHINE_HEALTH_CHECK
-from controller.api.labels import PAUSED_ANNOTATION
 from controller.api.meta import ConditionStatus as Status
 from controller.healthcheck.health import (
     ConditionCheck,
@@ -65,8 +63,8 @@ from controller.runtime.conditions import Cond
 from controller.runtime.controller import Result, TerminalError
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import Informer
-from controller.runtime.kube import ApiError, KubeClient
-from controller.runtime.patch import merge_patch
+from controller.runtime.kube import KubeClient
+from controller.runtime.scope import ObjectScope, Outcome
 from controller.runtime.store import Obj
 from controller.workload.clusters import ClusterKey, WorkloadCluster, WorkloadClusters
 
@@ -124,19 +122,17 @@ class HealthCheckReconciler:
             mhc = MachineHealthCheck.from_dict(cached)
         except pydantic.ValidationError as exc:
             raise TerminalError(f"MachineHealthCheck {key} does not parse: {exc}") from exc
-        obj = copy.deepcopy(cached)
-        status: dict[str, Any] = copy.deepcopy(obj.get("status") or {})
-        generation = obj["metadata"].get("generation")
-        set_ = _setter(status, generation)
+        # The health check is the only writer of its status: no precondition.
+        scope = ObjectScope(kube=self.kube, resource=MACHINE_HEALTH_CHECK, obj=cached,
+                            recorder=self.recorder)  # fmt: skip
+        status = scope.status
+        set_ = _setter(scope)
         cluster_name = mhc.spec.cluster_name
         cluster = self.clusters.store.get(f"{namespace}/{cluster_name}")
 
-        paused = PAUSED_ANNOTATION in (obj["metadata"].get("annotations") or {}) or bool(
-            ((cluster or {}).get("spec") or {}).get("paused")
-        )
-        if paused:
+        if scope.paused(cluster=cluster):
             set_("Paused", "True", "Paused", "the Cluster or the health check is paused")
-            await self._write_status(obj, status)
+            await scope.commit()
             return Result()
         set_("Paused", "False", "NotPaused", "")
 
@@ -166,7 +162,7 @@ class HealthCheckReconciler:
         if workload is None:
             set_("RemediationAllowed", "Unknown", "WorkloadClusterNotConnected",
                  f"cannot read the Nodes of Cluster {namespace}/{cluster_name}")  # fmt: skip
-            await self._write_status(obj, status)
+            await scope.commit()
             return Result(requeue_after=DISCONNECTED_RETRY)
 
         now = self.now()
@@ -225,11 +221,11 @@ class HealthCheckReconciler:
                 was = conditions.get(status.get("conditions") or [], "RemediationAllowed")
                 set_("RemediationAllowed", "False", "TooManyUnhealthy", budget.message)
                 if (was or {}).get("reason") != "TooManyUnhealthy":
-                    self._event(obj, "Warning", "RemediationRestricted",
+                    scope.event("Warning", "RemediationRestricted",
                                 f"remediation short-circuited: {budget.message}")  # fmt: skip
 
         for machine, verdict in verdicts:
-            await self._mark(obj, machine, verdict, remediate=remediate)
+            await self._mark(scope, machine, verdict, remediate=remediate)
         self.metrics.observe(
             namespace=namespace,
             name=name,
@@ -237,74 +233,43 @@ class HealthCheckReconciler:
             unhealthy=len(unhealthy),
             short_circuited=short_circuited,
         )
-        if generation is not None:
-            status["observedGeneration"] = int(generation)
-        await self._write_status(obj, status)
+        await scope.commit(observed=True)
         waits = [v.recheck_in for _, v in verdicts if v.recheck_in is not None]
         return Result(requeue_after=min(waits)) if waits else Result()
 
     # ------------------------------------------------------------- machines
 
-    async def _mark(self, mhc: Obj, machine: Obj, verdict: Verdict, *, remediate: bool) -> None:
-        meta = machine["metadata"]
-        status = copy.deepcopy(machine.get("status") or {})
-        set_ = _setter(status, meta.get("generation"))
+    async def _mark(
+        self, mhc: ObjectScope, machine: Obj, verdict: Verdict, *, remediate: bool
+    ) -> None:
+        # The Machine's conditions are shared with the Machine controller (a merge patch
+        # replaces the list whole): the precondition makes a write from a stale cache a
+        # conflict, dropped by the scope; the Machine's next watch event brings us back.
+        scope = ObjectScope(kube=self.kube, resource=MACHINE, obj=machine, precondition=True)
+        set_ = _setter(scope)
         newly_marked = False
         if verdict.healthy:
             set_(HEALTH_CONDITION, "True", verdict.reason, verdict.message)
-            status["conditions"] = [
-                c for c in status.get("conditions") or [] if c.get("type") != REMEDIATION_CONDITION
-            ]
+            scope.remove_condition(REMEDIATION_CONDITION)
         else:
             set_(HEALTH_CONDITION, "False", verdict.reason, verdict.message)
-            current = conditions.get(status.get("conditions") or [], REMEDIATION_CONDITION)
+            current = conditions.get(scope.status.get("conditions") or [], REMEDIATION_CONDITION)
             if remediate and current is None:
                 set_(REMEDIATION_CONDITION, "False", "WaitingForRemediation",
                      "the Machine's owner is asked to delete and replace it")  # fmt: skip
                 newly_marked = True
-        patch = merge_patch(machine.get("status") or {}, status)
-        if not patch:
+        if await scope.commit() is not Outcome.WRITTEN:
             return
-        try:
-            await self.kube.merge_patch(
-                MACHINE, namespace=meta["namespace"], name=meta["name"], subresource="status",
-                patch={"status": patch}, resource_version=meta["resourceVersion"],
-            )  # fmt: skip
-        except ApiError as exc:
-            # Gone, or our cache is behind: the Machine's next watch event brings us back.
-            if exc.not_found or exc.conflict:
-                return
-            raise
         if newly_marked:
-            mhc_meta = mhc["metadata"]
-            self.metrics.remediated(namespace=mhc_meta["namespace"], name=mhc_meta["name"])
+            self.metrics.remediated(namespace=mhc.namespace, name=mhc.name)
+            meta = machine["metadata"]
             message = f"Machine {meta['name']} marked for remediation: {verdict.message}"
-            self._event(mhc, "Normal", "MachineMarkedUnhealthy", message)
+            mhc.event("Normal", "MachineMarkedUnhealthy", message)
             _log.info(
                 "machine marked for remediation",
                 machine=f"{meta['namespace']}/{meta['name']}",
                 reason=verdict.reason,
             )
-
-    # ------------------------------------------------------------- writes
-
-    async def _write_status(self, obj: Obj, status: Obj) -> None:
-        patch = merge_patch(obj.get("status") or {}, status)
-        if not patch:
-            return
-        meta = obj["metadata"]
-        try:
-            await self.kube.merge_patch(
-                MACHINE_HEALTH_CHECK, namespace=meta["namespace"], name=meta["name"],
-                subresource="status", patch={"status": patch},
-            )  # fmt: skip
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
-
-    def _event(self, obj: Obj, type_: Literal["Normal", "Warning"], reason: str, msg: str) -> None:
-        if self.recorder is not None:
-            self.recorder.event(obj, type=type_, reason=reason, message=msg)
 
 
 def _node(machine: Obj, workload: WorkloadCluster) -> Obj | None:
@@ -317,12 +282,8 @@ def _node(machine: Obj, workload: WorkloadCluster) -> Obj | None:
     return workload.nodes.store.get(str(ref["name"])) if ref.get("name") else None
 
 
-def _setter(status: Obj, generation: object) -> Callable[[str, Status, str, str], None]:
+def _setter(scope: ObjectScope) -> Callable[[str, Status, str, str], None]:
     def set_(type_: str, value: Status, reason: str, message: str) -> None:
-        status["conditions"] = conditions.set_v1beta2(
-            status.get("conditions") or [],
-            Cond(type=type_, status=value, reason=reason, message=message),
-            generation=int(generation) if isinstance(generation, int) else None,
-        )
+        scope.condition(Cond(type=type_, status=value, reason=reason, message=message))
 
     return set_

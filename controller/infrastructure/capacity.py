@@ -20,26 +20,22 @@ from the hook) writes nothing and removes nothing; a pool whose annotations alre
 costs no write. Adapters without capacity facts (the default hook answers ``None``) are left
 alone.
 
-Failure: the annotation patch raises :class:`~controller.runtime.kube.ApiError` like any
-write; the reconciler retries.
+Failure: nothing here calls the API server; the reconciler's commit writes the result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controller.api.kinds import Kind
 from controller.providers.adapter import PoolAdapter
-from controller.runtime.kube import KubeClient
 from controller.runtime.store import Obj
 
 __all__ = ["publish_capacity"]
 
 
-async def publish_capacity(
-    *, kube: KubeClient, kind: Kind, adapter: PoolAdapter, infra: Obj, status: Obj
-) -> None:
-    """Annotate ``infra`` and set ``status["capacity"]`` (written by the caller)."""
+def publish_capacity(*, adapter: PoolAdapter, infra: Obj, status: Obj) -> None:
+    """Annotate ``infra`` and set ``status["capacity"]``, both on the caller's working copy
+    (the reconciler's :class:`~controller.runtime.scope.ObjectScope` writes them)."""
     capacity = adapter.capacity(infra=infra)
     if capacity is None:
         return
@@ -48,13 +44,5 @@ async def publish_capacity(
     current: Mapping[str, str] = meta.get("annotations") or {}
     wanted = capacity.annotations()
     changed = {k: v for k, v in wanted.items() if current.get(k) != v}
-    if not changed:
-        return
-    updated = await kube.merge_patch(
-        kind,
-        namespace=meta["namespace"],
-        name=meta["name"],
-        patch={"metadata": {"annotations": changed}},
-    )
-    meta["annotations"] = updated["metadata"].get("annotations") or {}
-    meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
+    if changed:
+        meta["annotations"] = {**current, **changed}

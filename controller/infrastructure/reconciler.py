@@ -39,6 +39,13 @@ For one infra pool (an InMemoryMachinePool, an AWSMachinePool, ...) it:
    stable), ``status.replicas``, ``status.ready`` and ``status.initialization.provisioned``,
    ``status.instances``, and a ``Ready`` condition.
 
+Writes go through one :class:`~controller.runtime.scope.ObjectScope` per reconcile (no
+precondition: this reconciler is the only writer of the pool's status and of the spec
+fields and annotations it owns, and merge patches touch only those keys). Its commit at the
+end writes metadata and spec in one request and status in another, each only if changed;
+the early commits are the ones above that must precede a cloud call (``status.groupName``,
+the remembered annotations) and the finalizer.
+
 Provider errors: throttling and transient errors requeue after the provider's hint (or
 with backoff); a permanent error (bad configuration, quota, authorization) is reported in
 the ``Ready`` condition and ``status.failureReason``/``failureMessage`` with the provider's
@@ -53,10 +60,8 @@ size differs, and every ``steady_poll`` seconds once converged (to notice drift)
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
-from typing import Any, Literal
 
 import structlog
 
@@ -64,7 +69,6 @@ from controller.api.kinds import MACHINE, MACHINE_POOL
 from controller.api.labels import (
     CLUSTER_NAME_LABEL,
     DELETE_REASON_ANNOTATION,
-    PAUSED_ANNOTATION,
     REPLICAS_MANAGED_BY_ANNOTATION,
     machine_name,
 )
@@ -87,7 +91,6 @@ from controller.providers.base import (
     RetryableError,
 )
 from controller.providers.naming import GROUP_NAME_FIELD
-from controller.runtime import conditions
 from controller.runtime.conditions import Cond
 from controller.runtime.controller import ReconcileError, Result
 from controller.runtime.deletion import delete_with_annotations
@@ -95,7 +98,7 @@ from controller.runtime.events import EventRecorder
 from controller.runtime.finalizers import add_finalizer, remove_finalizer
 from controller.runtime.informer import Informer
 from controller.runtime.kube import KubeClient
-from controller.runtime.patch import merge_patch
+from controller.runtime.scope import ObjectScope
 from controller.runtime.store import Obj
 
 REPLICAS_MANAGED_BY = REPLICAS_MANAGED_BY_ANNOTATION
@@ -157,7 +160,17 @@ class InfraPoolReconciler:
         cached = self.infra.store.get(key)
         if cached is None:
             return Result()
-        infra = copy.deepcopy(cached)
+        # The reconciler is the only writer of the pool's status and of the spec and
+        # annotations it owns (merged key by key): no precondition.
+        scope = ObjectScope(kube=self.kube, resource=self.adapter.kind, obj=cached,
+                            recorder=self.recorder)  # fmt: skip
+        try:
+            return await self._reconcile(scope)
+        finally:
+            scope.emit_events()  # the paths that return without a commit
+
+    async def _reconcile(self, scope: ObjectScope) -> Result:
+        infra = scope.obj
         meta = infra["metadata"]
         namespace = str(meta["namespace"])
         kind = self.adapter.kind
@@ -173,7 +186,7 @@ class InfraPoolReconciler:
             except GroupOwnedByOthersError as exc:
                 # Not ours to delete: leave it, say so, and let the pool go.
                 _log.warning("cloud group is not ours; leaving it", group=name, error=exc.message)
-                self._event(infra, "Warning", exc.code, f"{exc.message}; left in place")
+                scope.event("Warning", exc.code, f"{exc.message}; left in place")
             except RetryableError as exc:
                 return self._retry(exc)
             if self.infra_machines is not None:
@@ -188,17 +201,15 @@ class InfraPoolReconciler:
         if pool is None:
             return Result()  # the MachinePool adopts us; that update re-queues this key
         cluster = self.clusters.store.get(f"{namespace}/{pool['spec'].get('clusterName')}")
-        if self._paused(infra, pool, cluster):
+        if scope.paused(cluster=cluster, also=(pool,)):
             return Result()
         if await add_finalizer(
             kube=self.kube, resource=kind, obj=infra, finalizer=self.adapter.finalizer
         ):
             return Result()  # the update re-queues us
 
-        status = copy.deepcopy(infra.get("status") or {})
-        spec_patch: dict[str, Any] = {}
-        await publish_capacity(kube=self.kube, kind=kind, adapter=self.adapter, infra=infra,
-                               status=status)  # fmt: skip
+        status = scope.status
+        publish_capacity(adapter=self.adapter, infra=infra, status=status)
         managed = (pool["metadata"].get("annotations") or {}).get(REPLICAS_MANAGED_BY)
         external_size = managed is not None and managed.lower() != "false"
         desired = pool["spec"].get("replicas")
@@ -208,20 +219,20 @@ class InfraPoolReconciler:
         if low > limit or (not external_size and not low <= desired <= limit):
             source = "" if high is not None else " (--max-replicas-per-pool)"
             self._set_ready(
-                status, infra, False, "ReplicasOutOfRange",
+                scope, False, "ReplicasOutOfRange",
                 f"MachinePool {owner} wants {desired} replicas; this pool allows "
                 f"[{low}, {limit}]{source}",
             )  # fmt: skip
-            await self._write(infra, status=status, spec_patch=spec_patch)
+            await scope.commit(observed=True)
             return Result()
 
-        await self._record_group_name(infra, status=status)
+        await self._record_group_name(scope)
         try:
-            await self._remember(infra, applied=False)
+            await self._remember(scope, applied=False)
             group = await self.provider.ensure_group(
                 spec=self.adapter.group_spec(infra=infra, pool=pool)
             )
-            await self._remember(infra, applied=True)
+            await self._remember(scope, applied=True)
             if self.infra_machines is not None and await self.infra_machines.sync(
                 infra=infra, pool=pool, group=group, provider=self.provider, min_size=low
             ):
@@ -236,9 +247,9 @@ class InfraPoolReconciler:
         except PermanentError as exc:
             status["failureReason"] = exc.code
             status["failureMessage"] = exc.message
-            self._set_ready(status, infra, False, exc.code, exc.message)
-            self._event(infra, "Warning", exc.code, exc.message)
-            await self._write(infra, status=status, spec_patch=spec_patch)
+            self._set_ready(scope, False, exc.code, exc.message)
+            scope.event("Warning", exc.code, exc.message)
+            await scope.commit(observed=True)
             return Result(requeue_after=self.steady_poll)
         except RetryableError as exc:
             return self._retry(exc)
@@ -249,7 +260,7 @@ class InfraPoolReconciler:
         )
         ids = [i.provider_id for i in instances]
         if ids != list((infra.get("spec") or {}).get("providerIDList") or []):
-            spec_patch["providerIDList"] = ids
+            infra.setdefault("spec", {})["providerIDList"] = ids
         status.pop("failureReason", None)
         status.pop("failureMessage", None)
         status["replicas"] = len(instances)
@@ -271,8 +282,8 @@ class InfraPoolReconciler:
         ]
         # Provider-specific status fields (AWS: the launch template; none by default).
         status.update(self.adapter.status_fields(infra=infra, group=group))
-        self._set_ready(status, infra, True, "Ready", "")
-        await self._write(infra, status=status, spec_patch=spec_patch)
+        self._set_ready(scope, True, "Ready", "")
+        await scope.commit(observed=True)
         if external_size:
             await self._follow_group_size(pool, group=group, live=len(instances))
         converged = (
@@ -362,38 +373,29 @@ class InfraPoolReconciler:
             patch={"spec": {"replicas": wanted}},
         )  # fmt: skip
 
-    async def _remember(self, infra: Obj, *, applied: bool) -> None:
+    async def _remember(self, scope: ObjectScope, *, applied: bool) -> None:
         """The adapter's remembered annotations (AWS: the last-applied tags; none by
         default), written before ``ensure_group`` (``applied=False``) and after it
-        succeeded (``applied=True``), only when they differ."""
-        wanted = self.adapter.remembered_annotations(infra=infra, applied=applied)
+        succeeded (``applied=True``), only when they differ: an early write of the
+        metadata alone, so the record survives a crash between the two."""
+        wanted = self.adapter.remembered_annotations(infra=scope.obj, applied=applied)
         if not wanted:
             return
-        meta = infra["metadata"]
-        annotations = meta["annotations"] = dict(meta.get("annotations") or {})
-        changed = {k: v for k, v in wanted.items() if annotations.get(k) != v}
-        if not changed:
+        meta = scope.obj["metadata"]
+        annotations = dict(meta.get("annotations") or {})
+        if all(annotations.get(k) == v for k, v in wanted.items()):
             return
-        await self.kube.merge_patch(
-            self.adapter.kind, namespace=meta["namespace"], name=meta["name"],
-            patch={"metadata": {"annotations": changed}},
-        )  # fmt: skip
-        annotations.update(changed)
+        meta["annotations"] = {**annotations, **wanted}
+        await scope.commit(status=False)
 
-    async def _record_group_name(self, infra: Obj, *, status: Obj) -> None:
-        """Write ``status.groupName`` before the first cloud call, so the name a group was
-        created under is the one the pool uses for its life."""
-        name = self.adapter.group_name(infra=infra)
-        status[GROUP_NAME_FIELD] = name
-        recorded = infra.get("status") or {}
-        if recorded.get(GROUP_NAME_FIELD) == name:
+    async def _record_group_name(self, scope: ObjectScope) -> None:
+        """Write ``status.groupName`` before the first cloud call (an early commit), so the
+        name a group was created under is the one the pool uses for its life."""
+        name = self.adapter.group_name(infra=scope.obj)
+        if (scope.before.get("status") or {}).get(GROUP_NAME_FIELD) == name:
             return
-        meta = infra["metadata"]
-        await self.kube.merge_patch(
-            self.adapter.kind, namespace=meta["namespace"], name=meta["name"],
-            subresource="status", patch={"status": {GROUP_NAME_FIELD: name}},
-        )  # fmt: skip
-        infra["status"] = {**recorded, GROUP_NAME_FIELD: name}
+        scope.status[GROUP_NAME_FIELD] = name
+        await scope.commit()
 
     def _cluster_name(self, infra: Obj) -> str | None:
         """The pool's Cluster name: from its MachinePool while cached, else from the
@@ -406,49 +408,17 @@ class InfraPoolReconciler:
         label = (meta.get("labels") or {}).get(CLUSTER_NAME_LABEL)
         return str(label) if label else None
 
-    @staticmethod
-    def _paused(infra: Obj, pool: Obj, cluster: Obj | None) -> bool:
-        if cluster is not None and (cluster.get("spec") or {}).get("paused"):
-            return True
-        return any(
-            PAUSED_ANNOTATION in (o["metadata"].get("annotations") or {}) for o in (infra, pool)
-        )
-
     def _retry(self, exc: ProviderError) -> Result:
         if exc.retry_after is not None:
             _log.info("provider asked us to wait", code=exc.code, seconds=exc.retry_after)
             return Result(requeue_after=exc.retry_after)
         raise ReconcileError(f"provider: {exc}")
 
-    def _set_ready(self, status: Obj, infra: Obj, ok: bool, reason: str, message: str) -> None:
-        generation = infra["metadata"].get("generation")
-        status["conditions"] = conditions.set_v1beta2(
-            status.get("conditions", []),
-            Cond(type="Ready", status="True" if ok else "False", reason=reason, message=message),
-            generation=int(generation) if generation is not None else None,
+    @staticmethod
+    def _set_ready(scope: ObjectScope, ok: bool, reason: str, message: str) -> None:
+        scope.condition(
+            Cond(type="Ready", status="True" if ok else "False", reason=reason, message=message)
         )
-        if generation is not None:
-            status["observedGeneration"] = int(generation)
-
-    async def _write(self, infra: Obj, *, status: Obj, spec_patch: Obj) -> None:
-        meta = infra["metadata"]
-        kind = self.adapter.kind
-        if spec_patch:
-            await self.kube.merge_patch(
-                kind, namespace=meta["namespace"], name=meta["name"], patch={"spec": spec_patch}
-            )
-        patch = merge_patch(infra.get("status") or {}, status)
-        if patch:
-            await self.kube.merge_patch(
-                kind, namespace=meta["namespace"], name=meta["name"], subresource="status",
-                patch={"status": patch},
-            )  # fmt: skip
-
-    def _event(
-        self, infra: Obj, type_: Literal["Normal", "Warning"], reason: str, message: str
-    ) -> None:
-        if self.recorder is not None:
-            self.recorder.event(infra, type=type_, reason=reason, message=message)
 
 
 __all__ = ["DEFAULT_MAX_REPLICAS", "InfraPoolReconciler"]

@@ -36,7 +36,6 @@ import re
 from dataclasses import dataclass
 
 from controller.api.kinds import MACHINE_POOL
-from controller.api.machinepool import MachinePool
 from controller.machinepool.infrastructure import replicas_managed_externally
 from controller.machinepool.scope import PoolScope
 from controller.runtime import conditions
@@ -108,8 +107,9 @@ def parse_bounds(annotations: dict[str, str] | None) -> AutoscalerBounds | None:
 async def default_replicas(*, kube: KubeClient, scope: PoolScope) -> None:
     """Clamp ``spec.replicas`` into the annotated range once; see the module docstring.
 
-    Writes at once (a merge patch with a resourceVersion precondition, so a concurrent change
-    wins and we retry), updating ``scope.obj`` and ``scope.pool``.
+    Writes at once, one of the early writes :mod:`.scope` lists (a merge patch with a
+    resourceVersion precondition, so a concurrent change wins and we retry), and adopts the
+    result into the scope (``scope.obj`` and ``scope.pool``).
     """
     if scope.deleting or scope.status.get("observedGeneration") is not None:
         return
@@ -133,9 +133,7 @@ async def default_replicas(*, kube: KubeClient, scope: PoolScope) -> None:
         patch={"spec": {"replicas": wanted}},
         resource_version=scope.obj["metadata"]["resourceVersion"],
     )
-    scope.obj["metadata"] = updated["metadata"]
-    scope.obj["spec"] = updated["spec"]
-    scope.pool = MachinePool.from_dict(scope.obj)
+    scope.adopt(updated)
     scope.event(
         "Normal",
         "ReplicasDefaulted",

@@ -16,9 +16,10 @@ For one MachinePool key:
    (:mod:`.bootstrap`, :mod:`.infrastructure`, :mod:`.noderefs`, :mod:`.machines`); every
    phase runs even when an earlier one failed, and their errors are reported together.
 5. :mod:`.status` computes phase and summary conditions (:mod:`.autoscaler` adds
-   ``AutoscalerBounds``); then the spec fields we own and
-   the status are written with merge patches, each only if it changed, and
-   ``observedGeneration`` only when the reconcile succeeded. Events are recorded.
+   ``AutoscalerBounds``); then the scope's one commit writes the spec fields we own and
+   the status, each only if it changed, and ``observedGeneration`` only when the reconcile
+   succeeded, and records the Events. Which writes come earlier, and why, is listed in one
+   place: :mod:`.scope`.
 
 The result asks for a requeue only when time alone will change something (a Node becoming
 available after ``minReadySeconds``, a fallback while Nodes are missing); everything else is
@@ -27,14 +28,13 @@ driven by watch events.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pydantic
 import structlog
 
 from controller.api.kinds import MACHINE_POOL
-from controller.api.labels import CLUSTER_NAME_LABEL, PAUSED_ANNOTATION
+from controller.api.labels import CLUSTER_NAME_LABEL
 from controller.machinepool.autoscaler import default_replicas, report_bounds
 from controller.machinepool.bootstrap import reconcile_bootstrap
 from controller.machinepool.deletion import reconcile_delete
@@ -50,7 +50,6 @@ from controller.runtime.events import EventRecorder
 from controller.runtime.finalizers import add_finalizer, remove_finalizer
 from controller.runtime.informer import Informer
 from controller.runtime.kube import ApiError, KubeClient
-from controller.runtime.patch import merge_patch
 from controller.workload.clusters import WorkloadClusters
 
 FINALIZER = "machinepool.cluster.x-k8s.io"
@@ -87,7 +86,7 @@ class MachinePoolReconciler:
         if obj is None:
             return Result()
         try:
-            scope = PoolScope.from_object(obj)
+            scope = PoolScope.from_object(obj, kube=self.kube, recorder=self.recorder)
         except pydantic.ValidationError as exc:
             raise TerminalError(f"MachinePool {key} does not parse: {exc}") from exc
         cluster_name = scope.pool.spec.cluster_name
@@ -100,22 +99,22 @@ class MachinePoolReconciler:
                 Cond(type="Available", status="False", reason="ClusterNotFound", message=message)
             )
             scope.event("Warning", "ClusterNotFound", message)
-            await self._write(scope, original=obj, succeeded=False)
+            await scope.commit_pool(succeeded=False)
             return Result()
 
         if not scope.deleting and await add_finalizer(
             kube=self.kube, resource=MACHINE_POOL, obj=scope.obj, finalizer=FINALIZER
         ):
             return Result()  # the update re-queues us
-        if not self._paused(scope, cluster):  # before the infra pool is adopted
+        if not scope.paused(cluster=cluster):  # before the infra pool is adopted
             await default_replicas(kube=self.kube, scope=scope)
         if cluster is not None:
             await self._ensure_cluster_link(scope, cluster)
 
-        paused_why = self._paused(scope, cluster)
+        paused_why = scope.paused(cluster=cluster)
         if paused_why:
             scope.condition(Cond(type="Paused", status="True", reason="Paused", message=paused_why))
-            await self._write(scope, original=obj, succeeded=True, paused=True)
+            await scope.commit_pool(succeeded=True, paused=True)
             return Result()
         scope.condition(Cond(type="Paused", status="False", reason="NotPaused"))
 
@@ -156,7 +155,7 @@ class MachinePoolReconciler:
                     errors.append(f"machines: {exc}")
             report_bounds(scope)
             update_status(scope)
-        await self._write(scope, original=obj, succeeded=not errors)
+        await scope.commit_pool(succeeded=not errors)
         if errors:
             raise ReconcileError("; ".join(errors))
         return Result(requeue_after=scope.requeue_after)
@@ -182,16 +181,9 @@ class MachinePoolReconciler:
         )
         return False
 
-    @staticmethod
-    def _paused(scope: PoolScope, cluster: dict[str, Any] | None) -> str:
-        reasons = []
-        if cluster is not None and (cluster.get("spec") or {}).get("paused"):
-            reasons.append("Cluster spec.paused is set to true")
-        if PAUSED_ANNOTATION in (scope.obj["metadata"].get("annotations") or {}):
-            reasons.append(f"MachinePool has the {PAUSED_ANNOTATION} annotation")
-        return "; ".join(reasons)
-
     async def _ensure_cluster_link(self, scope: PoolScope, cluster: dict[str, Any]) -> None:
+        """An early write (see :mod:`.scope`): the owner reference list is replaced whole, so
+        it goes with a resourceVersion precondition the scope's commit does not carry."""
         meta = scope.obj["metadata"]
         labels = meta.get("labels") or {}
         refs = meta.get("ownerReferences") or []
@@ -217,54 +209,10 @@ class MachinePoolReconciler:
                 patch={"metadata": patch},
                 resource_version=meta["resourceVersion"],
             )
-            scope.obj["metadata"] = updated["metadata"]
+            scope.adopt(updated)
 
     async def _remove_finalizer(self, scope: PoolScope) -> None:
         await remove_finalizer(
             kube=self.kube, resource=MACHINE_POOL, obj=scope.obj, finalizer=FINALIZER
         )
-        self._emit(scope)
-
-    async def _write(
-        self, scope: PoolScope, *, original: dict[str, Any], succeeded: bool, paused: bool = False
-    ) -> None:
-        meta = scope.obj["metadata"]
-        generation = scope.generation
-        if scope.spec_patch and not paused:
-            updated = await self.kube.merge_patch(
-                MACHINE_POOL, namespace=scope.namespace, name=scope.name,
-                patch={"spec": scope.spec_patch},
-            )  # fmt: skip
-            new_generation = updated["metadata"].get("generation", generation)
-            meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
-            if new_generation != generation:
-                # This reconcile observed the spec it just wrote: stamp the conditions with
-                # its generation now rather than in one more status write later.
-                for cond in scope.status.get("conditions", []):
-                    if cond.get("observedGeneration") == generation:
-                        cond["observedGeneration"] = new_generation
-                generation = new_generation
-        if succeeded and generation is not None:
-            scope.status["observedGeneration"] = generation
-        patch = merge_patch(original.get("status") or {}, scope.status)
-        if patch:
-            await self.kube.merge_patch(
-                MACHINE_POOL,
-                namespace=scope.namespace,
-                name=scope.name,
-                subresource="status",
-                patch={"status": patch},
-            )
-        self._emit(scope)
-
-    def _emit(self, scope: PoolScope) -> None:
-        if self.recorder is None:
-            return
-        for event in scope.events:
-            self.recorder.event(
-                copy.deepcopy(scope.obj),
-                type=event.type,
-                reason=event.reason,
-                message=event.message,
-            )
-        scope.events.clear()
+        scope.emit_events()

@@ -1,84 +1,78 @@
 """What one reconcile of one MachinePool works on, and what it has decided so far.
 
-A :class:`PoolScope` is built from cached objects at the start of a reconcile. Phases read
-the typed ``pool`` and write their decisions into ``status`` (a working copy of the object's
-status as a plain dict, so fields we do not model survive), ``spec_patch`` (the few spec
-fields the controller owns: ``providerIDList``, ``replicas`` under replicas-managed-by), the
-condition lists, Events to emit, and the soonest requeue. Nothing is written to the API
-server until :mod:`.reconciler` compares the result with what was read: a reconcile that
+A :class:`PoolScope` is the MachinePool's :class:`~controller.runtime.scope.ObjectScope`
+(the object as read, the working copy whose ``status`` phases write their decisions into,
+conditions, Events, the soonest requeue, and the one commit) plus what the phases share:
+the typed ``pool``, its Cluster, infra pool and workload cluster, and ``spec_patch`` (the
+few spec fields the controller owns: ``providerIDList``, ``replicas`` under
+replicas-managed-by), which :mod:`.reconciler` folds into the working spec before the
+commit unless the pool is paused.
+
+Writes of one reconcile (each only when something changed; the scope's commit sends at most
+one request per subresource): the finalizer (and the reconcile stops there), the
+cluster-autoscaler default of ``spec.replicas`` (:mod:`.autoscaler`, once in a pool's life)
+and the Cluster label and owner reference (:mod:`.reconciler`) are written early, with a
+resourceVersion precondition, because they replace what another writer may change at the
+same time (``spec.replicas`` from ``kubectl scale``; the ``ownerReferences`` list whole)
+and later phases read them; then the commit writes spec and status. A reconcile that
 learns nothing new writes nothing.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from controller.api.kinds import MACHINE_POOL
 from controller.api.machinepool import MachinePool
-from controller.runtime import conditions
 from controller.runtime.conditions import Cond, Severity
+from controller.runtime.events import EventRecorder
+from controller.runtime.kube import KubeClient
+from controller.runtime.scope import ObjectScope, PendingEvent
 from controller.runtime.store import Obj
 from controller.workload.clusters import WorkloadCluster
 
-
-@dataclass(frozen=True, slots=True)
-class PendingEvent:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
+__all__ = ["PendingEvent", "PoolScope"]
 
 
-@dataclass
-class PoolScope:
+class PoolScope(ObjectScope):
     """One MachinePool's reconcile state; see the module docstring."""
 
-    obj: Obj
-    pool: MachinePool
-    cluster: Obj | None = None
-    infra: Obj | None = None
-    workload: WorkloadCluster | None = None
-    status: dict[str, Any] = field(default_factory=dict)
-    spec_patch: dict[str, Any] = field(default_factory=dict)
-    events: list[PendingEvent] = field(default_factory=list)
-    requeue_after: float | None = None
-    errors: list[str] = field(default_factory=list)
-    #: One line per Machine being deleted (what its deletion waits for), for the conditions.
-    deleting_machines: list[str] = field(default_factory=list)
-    #: The infra pool's ``status.infrastructureMachineKind`` (MachinePool Machines opt-in).
-    #: Kept here, not in ``status``: the MachinePool schema has no such field, so the API
-    #: server would prune it and every reconcile would write it again.
-    infra_machine_kind: str | None = None
+    def __init__(
+        self, *, kube: KubeClient, obj: Obj, recorder: EventRecorder | None = None
+    ) -> None:
+        # The controller is the only writer of the status and of the spec fields it owns:
+        # no precondition (the early writes above carry their own).
+        super().__init__(kube=kube, resource=MACHINE_POOL, obj=obj, recorder=recorder)
+        self.pool = MachinePool.from_dict(self.obj)
+        self.cluster: Obj | None = None
+        self.infra: Obj | None = None
+        self.workload: WorkloadCluster | None = None
+        self.spec_patch: dict[str, Any] = {}
+        self.errors: list[str] = []
+        #: One line per Machine being deleted (what its deletion waits for), for the conditions.
+        self.deleting_machines: list[str] = []
+        #: The infra pool's ``status.infrastructureMachineKind`` (MachinePool Machines
+        #: opt-in). Kept here, not in ``status``: the MachinePool schema has no such field,
+        #: so the API server would prune it and every reconcile would write it again.
+        self.infra_machine_kind: str | None = None
 
     @classmethod
-    def from_object(cls, obj: Obj) -> PoolScope:
-        obj = copy.deepcopy(obj)
-        return cls(
-            obj=obj, pool=MachinePool.from_dict(obj), status=copy.deepcopy(obj.get("status", {}))
-        )
+    def from_object(
+        cls, obj: Obj, *, kube: KubeClient, recorder: EventRecorder | None = None
+    ) -> PoolScope:
+        return cls(kube=kube, obj=obj, recorder=recorder)
 
-    # ------------------------------------------------------------ identity
+    def adopt(self, written: Obj) -> None:
+        super().adopt(written)
+        self.pool = MachinePool.from_dict(self.obj)
 
-    @property
-    def namespace(self) -> str:
-        return str(self.obj["metadata"]["namespace"])
-
-    @property
-    def name(self) -> str:
-        return str(self.obj["metadata"]["name"])
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def generation(self) -> int | None:
-        value = self.obj["metadata"].get("generation")
-        return int(value) if value is not None else None
-
-    @property
-    def deleting(self) -> bool:
-        return bool(self.obj["metadata"].get("deletionTimestamp"))
+    async def commit_pool(self, *, succeeded: bool, paused: bool = False) -> None:
+        """Fold ``spec_patch`` into the working spec (not while paused) and commit;
+        ``observedGeneration`` only when the reconcile succeeded."""
+        if not paused and self.spec_patch:
+            self.obj.setdefault("spec", {}).update(copy.deepcopy(self.spec_patch))
+        await self.commit(observed=succeeded)
 
     @property
     def desired_replicas(self) -> int:
@@ -92,16 +86,6 @@ class PoolScope:
 
     # --------------------------------------------------------- decisions
 
-    def condition(self, cond: Cond) -> None:
-        """Set a v1beta2 condition on the working status."""
-        self.status["conditions"] = conditions.set_v1beta2(
-            self.status.get("conditions", []), cond, generation=self.generation
-        )
-
-    def v1beta1_condition(self, cond: Cond) -> None:
-        v1 = self.status.setdefault("deprecated", {}).setdefault("v1beta1", {})
-        v1["conditions"] = conditions.set_v1beta1(v1.get("conditions", []), cond)
-
     def not_ready(
         self, *, condition: str, v1beta1: str, reason: str, message: str, severity: Severity
     ) -> None:
@@ -113,11 +97,3 @@ class PoolScope:
         )
         if severity != "Info":
             self.event("Warning", reason, message)
-
-    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        self.events.append(PendingEvent(type=type_, reason=reason, message=message))
-
-    def requeue(self, seconds: float) -> None:
-        """Ask to be reconciled again within ``seconds`` (the soonest request wins)."""
-        if self.requeue_after is None or seconds < self.requeue_after:
-            self.requeue_after = max(seconds, 0.1)

@@ -36,7 +36,8 @@ Deletion, in order, each step recorded in the ``Deleting`` condition:
    ``spec.deletion.nodeDeletionTimeoutSeconds`` (default 10) with a Warning Event;
 4. remove the finalizer.
 
-Status writes carry a resourceVersion precondition: other writers (a MachineHealthCheck's
+Status is written by one :class:`~controller.runtime.scope.ObjectScope` commit per reconcile
+(Events go with it), with the resourceVersion precondition: other writers (a MachineHealthCheck's
 ``HealthCheckSucceeded``/``OwnerRemediated``) set conditions in the same list, which a merge
 patch replaces whole, so a write from a stale cache fails with a conflict instead of undoing
 theirs. The conflict is dropped: the newer version's watch event brings the Machine back.
@@ -47,7 +48,6 @@ is not connected is waited for, within the timeouts above.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -59,7 +59,6 @@ from controller.api.labels import (
     DELETE_REASON_ANNOTATION,
     EXCLUDE_NODE_DRAINING_ANNOTATION,
     MACHINE_FINALIZER,
-    PAUSED_ANNOTATION,
 )
 from controller.machines.drain import cordon, drain_deadline_passed, drain_step
 from controller.runtime import conditions
@@ -69,7 +68,7 @@ from controller.runtime.events import EventRecorder
 from controller.runtime.finalizers import add_finalizer, remove_finalizer
 from controller.runtime.informer import Informer
 from controller.runtime.kube import NODES, ApiError, KubeClient
-from controller.runtime.patch import merge_patch
+from controller.runtime.scope import ObjectScope
 from controller.runtime.store import Obj
 from controller.workload.clusters import ClusterKey, WorkloadCluster, WorkloadClusters
 
@@ -147,7 +146,10 @@ class MachineReconciler:
         owner = None if cached is None else pool_owner(cached)
         if cached is None or owner is None:
             return Result()
-        machine = copy.deepcopy(cached)
+        # Status writes carry the precondition: see the module docstring.
+        scope = ObjectScope(kube=self.kube, resource=MACHINE, obj=cached,
+                            recorder=self.recorder, precondition=True)  # fmt: skip
+        machine = scope.obj
         meta = machine["metadata"]
         spec = machine.get("spec") or {}
         ref = spec.get("infrastructureRef") or {}
@@ -155,23 +157,21 @@ class MachineReconciler:
             _log.debug("machine's infra kind is not ours", machine=key, kind=ref.get("kind"))
             return Result()
         if not self._owner_is_live(machine, owner):
-            return await self._stale_owner(machine, owner)
+            return await self._stale_owner(scope, owner)
         cluster = self.clusters.store.get(f"{meta['namespace']}/{spec.get('clusterName')}")
-        if (cluster is not None and (cluster.get("spec") or {}).get("paused")) or (
-            PAUSED_ANNOTATION in (meta.get("annotations") or {})
-        ):
+        if scope.paused(cluster=cluster):
             return Result()
         workload = self.workloads.get(ClusterKey(str(meta["namespace"]),
                                                  str(spec.get("clusterName"))))  # fmt: skip
         if meta.get("deletionTimestamp"):
             if MACHINE_FINALIZER not in (meta.get("finalizers") or []):
                 return Result()
-            return await self._delete(machine, workload=workload)
+            return await self._delete(scope, workload=workload)
         if await add_finalizer(
             kube=self.kube, resource=MACHINE, obj=machine, finalizer=MACHINE_FINALIZER
         ):
             return Result()
-        return await self._observe(machine, workload=workload)
+        return await self._observe(scope, workload=workload)
 
     # ------------------------------------------------------------- owner
 
@@ -184,10 +184,11 @@ class MachineReconciler:
         namespace = str(machine["metadata"]["namespace"])
         return self._live_pool_uid(namespace, str(owner.get("name"))) == owner.get("uid")
 
-    async def _stale_owner(self, machine: Obj, owner: dict[str, Any]) -> Result:
+    async def _stale_owner(self, scope: ObjectScope, owner: dict[str, Any]) -> Result:
         """Nothing is done for a pool this Machine does not belong to. A Machine on its way
         out is let go once the API server confirms the mismatch (a cache can lag behind a
         pool just created), so it cannot hang on our finalizer."""
+        machine = scope.obj
         meta = machine["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
         if not meta.get("deletionTimestamp") or MACHINE_FINALIZER not in (
@@ -207,9 +208,10 @@ class MachineReconciler:
             live_uid = None
         if live_uid == owner.get("uid"):
             return Result(requeue_after=1.0)  # the cache is behind: look again shortly
-        self._event(machine, "Warning", "StaleOwnerReference",
+        scope.event("Warning", "StaleOwnerReference",
                     f"MachinePool {owner.get('name')} with uid {owner.get('uid')} does not exist; "
                     "the finalizer is removed without draining or deleting anything")  # fmt: skip
+        scope.emit_events()
         try:
             await remove_finalizer(
                 kube=self.kube, resource=MACHINE, obj=machine, finalizer=MACHINE_FINALIZER
@@ -243,17 +245,17 @@ class MachineReconciler:
         ref = (machine.get("status") or {}).get("nodeRef") or {}
         return workload.nodes.store.get(str(ref["name"])) if ref.get("name") else None
 
-    async def _observe(self, machine: Obj, *, workload: WorkloadCluster | None) -> Result:
+    async def _observe(self, scope: ObjectScope, *, workload: WorkloadCluster | None) -> Result:
         result = Result()
         now = self.now()
-        status = copy.deepcopy(machine.get("status") or {})
-        generation = machine["metadata"].get("generation")
+        machine = scope.before  # read what was read; decide into the working status
+        status = scope.status
         infra = self._infra_machine(machine)
         provisioned = bool(
             ((infra or {}).get("status") or {}).get("initialization", {}).get("provisioned")
         )
         status.setdefault("initialization", {})["infrastructureProvisioned"] = provisioned
-        set_ = self._setter(status, generation)
+        set_ = self._setter(scope)
         if infra is None:
             set_("InfrastructureReady", False, "InfrastructureNotFound",
                  "the infra machine does not exist")  # fmt: skip
@@ -334,48 +336,28 @@ class MachineReconciler:
             else "Provisioning"
         )
         set_("Deleting", False, "NotDeleting", "")
-        if generation is not None:
-            status["observedGeneration"] = int(generation)
-        await self._write_status(machine, status)
+        await scope.commit(observed=True)
         return result
 
     @staticmethod
-    def _setter(status: Obj, generation: object) -> Callable[[str, bool | None, str, str], None]:
+    def _setter(scope: ObjectScope) -> Callable[[str, bool | None, str, str], None]:
         def set_(type_: str, ok: bool | None, reason: str, message: str) -> None:
             value: Literal["True", "False", "Unknown"] = (
                 "Unknown" if ok is None else "True" if ok else "False"
             )
-            status["conditions"] = conditions.set_v1beta2(
-                status.get("conditions", []),
-                Cond(type=type_, status=value, reason=reason, message=message),
-                generation=int(generation) if isinstance(generation, int) else None,
-            )
+            scope.condition(Cond(type=type_, status=value, reason=reason, message=message))
 
         return set_
 
-    async def _write_status(self, machine: Obj, status: Obj) -> None:
-        patch = merge_patch(machine.get("status") or {}, status)
-        if not patch:
-            return
-        meta = machine["metadata"]
-        try:
-            await self.kube.merge_patch(
-                MACHINE, namespace=meta["namespace"], name=meta["name"], subresource="status",
-                patch={"status": patch}, resource_version=meta.get("resourceVersion"),
-            )  # fmt: skip
-        except ApiError as exc:
-            # A conflict: our cache is behind; the newer version's watch event reconciles again.
-            if not (exc.not_found or exc.conflict):
-                raise
-
     # ----------------------------------------------------------- deletion
 
-    async def _delete(self, machine: Obj, *, workload: WorkloadCluster | None) -> Result:
+    async def _delete(self, scope: ObjectScope, *, workload: WorkloadCluster | None) -> Result:
+        machine = scope.before  # read what was read; decide into the working status
         meta = machine["metadata"]
         now = self.now()
-        status = copy.deepcopy(machine.get("status") or {})
+        status = scope.status
         status["phase"] = "Deleting"
-        set_ = self._setter(status, meta.get("generation"))
+        set_ = self._setter(scope)
         spec = machine.get("spec") or {}
         deletion_spec = spec.get("deletion") or {}
         annotations = meta.get("annotations") or {}
@@ -421,17 +403,17 @@ class MachineReconciler:
                 message = outcome.message
             if not drained:
                 if drain_deadline_passed(started=started, timeout_seconds=timeout, now=now):
-                    self._event(machine, "Warning", "DrainTimeout",
+                    scope.event("Warning", "DrainTimeout",
                                 f"nodeDrainTimeoutSeconds ({timeout}s) passed; deleting "
                                 f"without a complete drain: {message}")  # fmt: skip
                 else:
                     set_("Deleting", True, "DrainingNode", f"draining Node {node_name}: {message}")
-                    self._v1beta1(status, "DrainingSucceeded", "Draining", message)
-                    await self._write_status(machine, status)
+                    self._v1beta1(scope, "DrainingSucceeded", "Draining", message)
+                    await scope.commit()
                     return Result(requeue_after=DRAIN_POLL)
             elif status.get("deletion", {}).get("nodeDrainStartTime"):
-                self._event(machine, "Normal", "NodeDrained", f"drained Node {node_name}")
-            self._v1beta1(status, "DrainingSucceeded", "", "", ok=True)
+                scope.event("Normal", "NodeDrained", f"drained Node {node_name}")
+            self._v1beta1(scope, "DrainingSucceeded", "", "", ok=True)
 
         # 2. the infra machine, and with it the instance
         if infra is not None:
@@ -449,7 +431,7 @@ class MachineReconciler:
             set_("Deleting", True, "WaitingForInfrastructureDeletion",
                  f"waiting for {infra.get('kind')} {infra_meta['name']} and its instance "
                  "to be deleted")  # fmt: skip
-            await self._write_status(machine, status)
+            await scope.commit()
             return Result(requeue_after=30.0)  # its deletion event wakes us sooner
 
         # 3. the Node
@@ -462,9 +444,9 @@ class MachineReconciler:
                 if timeout == 0 or elapsed < timeout:
                     message = f"cannot reach the workload cluster to delete Node {node_name}"
                     set_("Deleting", True, "WaitingForWorkloadCluster", message)
-                    await self._write_status(machine, status)
+                    await scope.commit()
                     return Result(requeue_after=max(timeout - elapsed, 1.0) if timeout else 15.0)
-                self._event(machine, "Warning", "NodeDeletionSkipped",
+                scope.event("Warning", "NodeDeletionSkipped",
                             f"nodeDeletionTimeoutSeconds ({timeout}s) passed; Node {node_name} "
                             "left in the workload cluster")  # fmt: skip
             else:
@@ -473,9 +455,10 @@ class MachineReconciler:
                 except ApiError as exc:
                     if not exc.not_found:
                         raise
-                self._event(machine, "Normal", "NodeDeleted", f"deleted Node {node_name}")
+                scope.event("Normal", "NodeDeleted", f"deleted Node {node_name}")
 
-        # 4. let the Machine go
+        # 4. let the Machine go (its status is not written: it is about to disappear)
+        scope.emit_events()
         try:
             await remove_finalizer(
                 kube=self.kube, resource=MACHINE, obj=machine, finalizer=MACHINE_FINALIZER
@@ -488,19 +471,13 @@ class MachineReconciler:
         return Result()
 
     @staticmethod
-    def _v1beta1(status: Obj, type_: str, reason: str, message: str, *, ok: bool = False) -> None:
-        v1 = status.setdefault("deprecated", {}).setdefault("v1beta1", {})
-        v1["conditions"] = conditions.set_v1beta1(
-            v1.get("conditions", []),
+    def _v1beta1(
+        scope: ObjectScope, type_: str, reason: str, message: str, *, ok: bool = False
+    ) -> None:
+        scope.v1beta1_condition(
             Cond(type=type_, status="True" if ok else "False", reason=reason, message=message,
                  severity="Info"),
         )  # fmt: skip
-
-    def _event(
-        self, machine: Obj, type_: Literal["Normal", "Warning"], reason: str, message: str
-    ) -> None:
-        if self.recorder is not None:
-            self.recorder.event(machine, type=type_, reason=reason, message=message)
 
 
 __all__ = ["MachineReconciler", "is_pool_machine"]
