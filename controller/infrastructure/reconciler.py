@@ -209,7 +209,6 @@ class InfraPoolReconciler:
             return Result()  # the update re-queues us
 
         status = scope.status
-        publish_capacity(adapter=self.adapter, infra=infra, status=status)
         managed = (pool["metadata"].get("annotations") or {}).get(REPLICAS_MANAGED_BY)
         external_size = managed is not None and managed.lower() != "false"
         desired = pool["spec"].get("replicas")
@@ -223,10 +222,14 @@ class InfraPoolReconciler:
                 f"MachinePool {owner} wants {desired} replicas; this pool allows "
                 f"[{low}, {limit}]{source}",
             )  # fmt: skip
+            publish_capacity(adapter=self.adapter, infra=infra, status=status)
             await scope.commit(observed=True)
             return Result()
 
         await self._record_group_name(scope)
+        # After the early groupName commit, which carries nothing else: the capacity goes out
+        # with the annotations record before the cloud call and with the status at the end.
+        publish_capacity(adapter=self.adapter, infra=infra, status=status)
         try:
             await self._remember(scope, applied=False)
             group = await self.provider.ensure_group(
