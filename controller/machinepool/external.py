@@ -15,8 +15,10 @@ Ownership, the one thing that lets a pool delete what it names:
   infra pool or config by naming it. Adoption carries a resourceVersion precondition, so two
   pools adopting at once cannot both win.
 - :meth:`ExternalObjects.delete` deletes the object only when its controller owner reference
-  carries this pool's uid, with a uid precondition (an object replaced under the same name
-  is not deleted either). Anything else is left alone and only logged.
+  carries this pool's uid, or when it has no controller yet (the pool was deleted before it
+  adopted the object, which it could have: an unadopted infra pool has no cloud group), with
+  a uid precondition (an object replaced under the same name is not deleted either). An
+  object another owner controls is left alone and only logged.
 
 Failure: a kind that is not served raises
 :class:`~controller.runtime.discovery.UnknownKindError`, a served kind that is not a contract
@@ -140,8 +142,10 @@ class ExternalObjects:
     async def delete(
         self, *, namespace: str, ref: ContractVersionedObjectReference, role: Role, owner_uid: str
     ) -> bool:
-        """Delete the object if this pool (``owner_uid``) controls it; True while an object
-        this pool controls still exists (deletion may take a while)."""
+        """Delete the object if this pool (``owner_uid``) controls it, or if nothing does yet
+        (a pool deleted before it adopted what it references: it may take what it may adopt,
+        and an unadopted infra pool has no cloud group yet); True while such an object still
+        exists (deletion may take a while). An object another owner controls is left alone."""
         resource = await self.resource(ref, role=role)
         try:
             obj = await self.kube.get(resource, namespace=namespace, name=ref.name)
@@ -150,8 +154,8 @@ class ExternalObjects:
                 return False
             raise
         current = controller_ref(obj)
-        if current is None or current.get("uid") != owner_uid:
-            by = "nothing" if current is None else f"{current.get('kind')} {current.get('name')}"
+        if current is not None and current.get("uid") != owner_uid:
+            by = f"{current.get('kind')} {current.get('name')}"
             _log.info(
                 "referenced object not deleted: this pool does not control it",
                 kind=ref.kind, name=f"{namespace}/{ref.name}",
