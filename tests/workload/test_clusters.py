@@ -125,8 +125,11 @@ async def test_node_informer_follows_the_kubeconfig_secret(
 
         await kube.delete(SECRETS, namespace=namespace, name="wl-kubeconfig")
         await _until(lambda: clusters.get(key) is None)
-        assert cluster.task is not None
-        assert cluster.task.done()
+        # The connection is dropped from the map first, then its informer task is cancelled
+        # and awaited: the task ends (it does not linger), which may be a moment later.
+        task = cluster.task
+        assert task is not None
+        await _until(task.done)
 
         await kube.create(
             SECRETS, namespace=namespace, body=_secret(cluster="wl", kubeconfig=kubeconfig)
@@ -138,8 +141,9 @@ async def test_node_informer_follows_the_kubeconfig_secret(
         # The Cluster goes: its connection stops, and the Secret left behind is not used.
         await kube.delete(CLUSTER, namespace=namespace, name="wl")
         await _until(lambda: clusters.get(key) is None)
-        assert replaced.task is not None
-        assert replaced.task.done()
+        replaced_task = replaced.task
+        assert replaced_task is not None
+        await _until(replaced_task.done)
         assert (error := clusters.error(key)) is not None
         assert error.reason == "KubeconfigWithoutCluster"
     await kube.delete(NODES, name=node_name)
